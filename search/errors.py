@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+Every error a user can cause by what they typed or pointed at is a ``SearchError``. The CLI
+prints it as one line on stderr and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SearchError(Exception):
+    """A problem with the user's input, stated as what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class SpaceError(SearchError):
+    """A search-space file or name is malformed or describes an impossible space."""
+
+
+class ConfigError(SearchError):
+    """A trial config (for example from ``--set``) holds an unknown key or a bad value."""
+
+
+class DataError(SearchError):
+    """A dataset is missing, unreadable or malformed."""
+
+
+class TrackingError(SearchError):
+    """The MLflow tracking store cannot be reached, or holds nothing that fits the request."""
+
+
+class ClusterError(SearchError):
+    """The Ray cluster cannot be reached or refuses the connection."""
+
+
+class TrialFailed(Exception):
+    """A trial ended without a usable result (diverged, or raised); not a user error."""
