@@ -234,6 +234,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     for rule in RULES:
         if config.get(rule.key) is not None and not applies(rule.key, config):
             raise ConfigError(f"{rule.key}={config[rule.key]!r} is set, but {rule.describe()}")
+    if config.get("clipnorm") is not None and config.get("clipvalue") is not None:
+        raise ConfigError("clipnorm and clipvalue are both set; Keras 3 optimizers take one of them, so set the other to null")
     for orule in OPTION_RULES:
         if config.get(orule.key) == orule.option and config.get(orule.on, DEFAULTS[orule.on]) not in orule.values:
             raise ConfigError(f"{orule.key}={orule.option!r} is set, but {orule.describe()}")

@@ -1,0 +1,187 @@
+"""Fit one config on one dataset: callbacks, early stopping, the NaN guard. No Ray, no MLflow.
+
+``fit`` is what a trial runs, what ``search trial`` runs in process, and what a notebook can
+call with nothing but Keras installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from search import config as vocab
+from search.errors import TrialFailed
+
+if TYPE_CHECKING:
+    import keras
+
+    from search.data import Dataset, Split
+
+log = logging.getLogger(__name__)
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+Report = Callable[[dict[str, float], "keras.Model"], None]
+
+
+@dataclass
+class FitResult:
+    """What one fit produced: its per-epoch history and the trained model."""
+
+    config: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: keras.Model | None = None
+    stopped_early: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    def best(self, metric: str = "val_accuracy", mode: str = "max") -> dict[str, float]:
+        """The epoch whose ``metric`` is best."""
+        pick = max if mode == "max" else min
+        return pick(self.history, key=lambda row: row[metric])
+
+
+def configure_runtime(*, cpu_threads: int | None = None, gpu_memory_growth: bool = True) -> None:
+    """Set TF's thread pools and GPU memory growth; call before the first TF op of the process.
+
+    Concurrent 1-CPU trials that each use every core oversubscribe the machine, and a trial that
+    maps all GPU memory starves its neighbours on a shared GPU. Both settings only take effect
+    before TF initialises its runtime, so a second call is a no-op with a debug message.
+    """
+    if cpu_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads))
+    import tensorflow as tf
+
+    try:
+        if gpu_memory_growth:
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        if cpu_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, cpu_threads))
+    except RuntimeError as err:  # the runtime was already initialised in this process
+        log.debug("TF runtime already configured: %s", err)
+
+
+def prepare(config: Mapping[str, Any], dataset: Dataset) -> Dataset:
+    """The dataset as this config sees it (standardized with training statistics if asked)."""
+    from search.data import standardize
+
+    return standardize(dataset) if config.get("standardize", vocab.DEFAULTS["standardize"]) else dataset
+
+
+def make_tf_dataset(split: Split, batch_size: int, *, shuffle: bool, seed: int | None = None) -> Any:
+    """A cached, prefetched ``tf.data`` pipeline over a split."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(split.y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _current_lr(model: keras.Model) -> float:
+    import keras
+
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], report: Report | None) -> Any:
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        """Times each epoch, reads the learning rate, and hands the row to ``report``."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+            self._epoch = epoch + 1
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            # TerminateOnNaN stops mid-epoch; remember where, whether or not on_epoch_end follows.
+            if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+                nan_epochs.append(self._epoch)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in METRICS[:4] if k in logs}}
+            row["lr"] = _current_lr(self.model)
+            row["epoch_time_s"] = time.perf_counter() - self._start
+            # EarlyStopping runs before this callback, so stop_training already says if this is the last epoch.
+            row["epochs_planned"] = float(self.params.get("epochs", 0))
+            row["final"] = float(bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0))
+            history.append(row)
+            if not math.isfinite(row.get("loss", 0.0)):
+                return  # the NaN guard below ends the run; a diverged epoch is not a result
+            if report is not None:
+                report(row, self.model)
+
+    return EpochLog()
+
+
+def fit(
+    config: Mapping[str, Any],
+    dataset: Dataset,
+    epochs: int | None = None,
+    report: Report | None = None,
+    *,
+    seed: int | None = None,
+    verbose: int = 0,
+    initial_model: keras.Model | None = None,
+    initial_weights: list[Any] | None = None,
+    initial_epoch: int = 0,
+) -> FitResult:
+    """Train ``config`` on ``dataset.train``, validating on ``dataset.valid``.
+
+    ``report(row, model)`` is called after every epoch with ``epoch`` and the ``METRICS``.
+    Training stops early when ``val_loss`` has not improved for ``patience`` epochs (the best
+    weights are restored). A loss that becomes NaN raises ``TrialFailed`` with the epoch.
+
+    To continue from a checkpoint, pass ``initial_model`` (trained on, optimizer state and all)
+    or ``initial_weights`` (for a new model of this config, as when PBT changed its
+    hyperparameters), and the ``initial_epoch`` already done.
+    """
+    import keras
+
+    from search.model import build_model, schedule_callbacks
+
+    full = vocab.resolve(config)
+    epochs = int(epochs or full["epochs"])
+    full["epochs"] = epochs  # schedules that span the run (1cycle, piecewise) need the real length
+    data = prepare(full, dataset)
+    batch_size = int(full["batch_size"])
+    steps = max(1, math.ceil(len(data.train.y) / batch_size))
+    if initial_model is not None:
+        model = initial_model
+    else:
+        model = build_model(full, data.input_shape, data.n_classes, steps_per_epoch=steps, seed=seed)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+    history: list[dict[str, float]] = []
+    nan_epochs: list[int] = []
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full["patience"]), restore_best_weights=True)
+    callbacks = [keras.callbacks.TerminateOnNaN(), early, *schedule_callbacks(full), _epoch_callback(history, nan_epochs, report)]
+    model.fit(
+        make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
+        validation_data=make_tf_dataset(data.valid, 1024, shuffle=False),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles
+    )
+    nan_epochs += [int(r["epoch"]) for r in history if not all(math.isfinite(r.get(k, 0.0)) for k in ("loss", "val_loss"))]
+    if nan_epochs:
+        raise TrialFailed(f"loss became NaN at epoch {min(nan_epochs)}")
+    return FitResult(config=dict(config), history=history, model=model, stopped_early=len(history) < epochs - initial_epoch)
+
+
+def evaluate(model: keras.Model, split: Split, batch_size: int = 1024) -> dict[str, float]:
+    """Loss and accuracy of ``model`` on ``split``."""
+    values = model.evaluate(split.x, split.y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in values.items() if k in ("loss", "accuracy")}

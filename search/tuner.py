@@ -1,0 +1,702 @@
+"""Ray Tune: connect, searchers, schedulers, the trainable, the MLflow callback, resume.
+
+``launch(LaunchOptions(...))`` is what ``search launch`` runs. The driver loads the dataset once
+and puts it in Ray's object store; each trial assembles its config from the space, fits it
+with ``search.train.fit`` and reports every epoch with ``tune.report``. The driver is the only
+MLflow writer: ``MLflowCallback`` turns Ray's trial events into runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+
+from search import tracking
+from search.errors import ClusterError, SearchError
+from search.space import Space, load_space
+
+if TYPE_CHECKING:
+    from search.data import Dataset
+
+log = logging.getLogger(__name__)
+
+SEARCHERS = ("random", "tpe", "bayes")
+SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
+PBT_KEYS = ("learning_rate", "dropout", "batch_size")
+
+
+@dataclass
+class LaunchOptions:
+    """Everything ``search launch`` takes; the defaults are the CLI's."""
+
+    space: str = "default"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    target: str = "label"
+    num_samples: int = 16
+    max_epochs: int | None = None
+    searcher: str = "tpe"
+    scheduler: str | None = None  # None: asha when num_samples > concurrency, else fifo
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    concurrency: int | None = None  # None: as many as the CPUs allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = "search"
+    name: str | None = None
+    seed: int = 0
+    storage_path: str | None = None
+    resume: bool = False
+    max_failures: int = 0
+    checkpoint_every: int = 0  # 0: when the metric improves (and at PBT perturbations)
+    tracking_retry_s: float = 120.0
+    quiet: bool = False
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    run_id: str | None
+    name: str
+    state: str
+    config: dict[str, Any]
+    metric: float | None
+    best_epoch: int | None
+    epochs: int
+
+
+@dataclass
+class SearchResult:
+    name: str
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    trials: list[TrialSummary] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    storage_path: str = ""
+
+    @property
+    def best(self) -> TrialSummary | None:
+        scored = [t for t in self.trials if t.metric is not None]
+        if not scored:
+            return None
+        return (max if self.mode == "max" else min)(scored, key=lambda t: t.metric)
+
+    def top(self, n: int = 5) -> list[TrialSummary]:
+        scored = [t for t in self.trials if t.metric is not None]
+        return sorted(scored, key=lambda t: t.metric, reverse=self.mode == "max")[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["best"] = asdict(self.best) if self.best else None
+        out["ui_command"] = ui_command(self.tracking_uri)
+        return out
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on ``uri``."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"search ui --tracking-uri {uri}"
+
+
+# -- connecting -------------------------------------------------------------------------------
+def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Checkpoints are kept per improvement; Ray's hint about snapshot frequency is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trials inherit the driver's env: keep TF quiet in every worker.
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "ABSL_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}}
+    kwargs: dict[str, Any] = {
+        "log_to_driver": log.isEnabledFor(logging.INFO),  # worker output only with -v
+        "logging_level": logging.WARNING,
+        "runtime_env": runtime_env,
+    }
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
+        raise ClusterError(_explain_connect_error(address, err)) from None
+
+
+def _explain_connect_error(address: str | None, err: Exception) -> str:
+    text = str(err)
+    if "auth" in text.lower() or "token" in text.lower():
+        return (
+            f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN (or put the token in ~/.ray/auth_token) to the cluster's token"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if address:
+        return f"cannot connect to the Ray cluster at {address}: {first}; check --address (or RAY_ADDRESS)"
+    return f"cannot start a local Ray: {first}"
+
+
+# -- searchers and schedulers, chosen by name -------------------------------------------------
+def make_searcher(name: str, space: Space, *, metric: str, mode: str, seed: int, num_samples: int) -> Any:
+    """The Ray Tune search algorithm called ``name``."""
+    factories: dict[str, Callable[[], Any]] = {
+        "random": lambda: _random_searcher(seed),
+        "tpe": lambda: _tpe_searcher(space, metric, mode, seed),
+        "bayes": lambda: _bayes_searcher(space, metric, mode, seed, num_samples),
+    }
+    if name not in factories:
+        raise SearchError(f"unknown searcher {name!r}; choose one of {', '.join(factories)}")
+    return factories[name]()
+
+
+def _random_searcher(seed: int) -> Any:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+def _tpe_searcher(space: Space, metric: str, mode: str, seed: int) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
+    return OptunaSearch(space=space.to_optuna(), metric=metric, mode=mode, sampler=sampler)
+
+
+def _bayes_searcher(space: Space, metric: str, mode: str, seed: int, num_samples: int) -> Any:
+    from search.bayes import KerasTunerSearcher
+
+    return KerasTunerSearcher(space, metric=metric, mode=mode, seed=seed, max_trials=max(num_samples, 1))
+
+
+def make_scheduler(name: str, *, max_t: int, metric: str, mode: str, seed: int, space: Space) -> Any:
+    """The Ray Tune trial scheduler called ``name``."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, PopulationBasedTraining
+
+    if name == "fifo":
+        return FIFOScheduler()
+    if name == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(2, max_t), reduction_factor=3)
+    if name == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=3)
+    if name == "pbt":
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=pbt_interval(max_t),
+            hyperparam_mutations=pbt_mutations(space),
+            synch=False,
+        )
+    raise SearchError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def pbt_interval(max_t: int) -> int:
+    return max(1, max_t // 4)
+
+
+def pbt_mutations(space: Space) -> dict[str, Any]:
+    """PBT's mutations: learning_rate, dropout and batch_size, within the space's own bounds."""
+    mutations: dict[str, Any] = {}
+    for key in PBT_KEYS:
+        for node in space.sampled:
+            if node.keys == (key,) and not node.when:
+                if node.kind == "choice":
+                    mutations[node.name] = list(node.labels)
+                elif node.kind == "float":
+                    mutations[node.name] = tune.loguniform(node.low, node.high) if node.log else tune.uniform(node.low, node.high)
+                else:
+                    mutations[node.name] = tune.randint(int(node.low), int(node.high) + 1)
+    if not mutations:
+        raise SearchError(
+            f"pbt mutates {', '.join(PBT_KEYS)}, and space {space.name} samples none of them; use another --scheduler"
+        )
+    return mutations
+
+
+def space_max_epochs(space: Space) -> int:
+    """The most epochs any config of ``space`` trains for."""
+    from search import config as vocab
+
+    for node in space.nodes:
+        if node.keys == ("epochs",):
+            if node.kind in ("fixed", "choice"):
+                return int(max(node.options))
+            return int(node.high)
+    return int(vocab.DEFAULTS["epochs"])
+
+
+# -- the trainable, on the workers ------------------------------------------------------------
+_WORKER_CONFIGURED = False
+
+
+def _configure_worker(cpu_threads: int) -> None:
+    """Once per worker process: TF threads to the trial's CPU share, GPU memory growth."""
+    global _WORKER_CONFIGURED
+    if _WORKER_CONFIGURED:
+        return
+    from search.train import configure_runtime
+
+    configure_runtime(cpu_threads=cpu_threads, gpu_memory_growth=True)
+    _WORKER_CONFIGURED = True
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    space: Space,
+    dataset: Dataset,
+    max_epochs: int | None,
+    cpu_threads: int,
+    metric: str,
+    mode: str,
+    checkpoint_every: int,
+) -> None:
+    """One trial: fit the assembled config, reporting each epoch (with a .keras checkpoint)."""
+    _configure_worker(cpu_threads)
+    import keras
+
+    from search.train import fit
+
+    cfg = space.assemble(config)
+    if max_epochs:
+        cfg["epochs"] = max_epochs
+    start_epoch, initial, weights = 0, None, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a resumed trial, or a PBT exploit
+        with checkpoint.as_directory() as folder:
+            state = json.loads(Path(folder, "state.json").read_text())
+            initial = keras.saving.load_model(Path(folder, "model.keras"))
+            start_epoch = int(state["epoch"])
+        if state["config"] != json.loads(json.dumps(cfg)):  # PBT mutated it: new model, trained weights
+            initial, weights = None, initial.get_weights()
+    best = {"value": None}
+    sign = 1 if mode == "max" else -1
+
+    def report(row: dict[str, float], model: keras.Model) -> None:
+        value = row.get(metric)
+        improved = value is not None and (best["value"] is None or sign * value > sign * best["value"])
+        if improved:
+            best["value"] = value
+        epoch = int(row["epoch"])
+        due = (checkpoint_every and epoch % checkpoint_every == 0) or (not checkpoint_every and improved)
+        if not due:
+            tune.report(dict(row))
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            model.save(Path(folder, "model.keras"))
+            Path(folder, "state.json").write_text(json.dumps({"epoch": epoch, "config": cfg}))
+            tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(cfg, dataset, report=report, seed=None, initial_model=initial, initial_weights=weights, initial_epoch=start_epoch)
+
+
+# -- the MLflow callback, on the driver -------------------------------------------------------
+def trial_index(trial_id: str, fallback: int) -> int:
+    match = re.search(r"_(\d+)$", trial_id)
+    return int(match.group(1)) + 1 if match else fallback
+
+
+def run_name(index: int, cfg: Mapping[str, Any]) -> str:
+    """A readable trial name, e.g. ``trial-007 selu/lecun_normal 3x256 nadam``."""
+    from search import config as vocab
+
+    def get(key: str) -> Any:
+        return cfg.get(key, vocab.DEFAULTS[key])
+
+    shape = f"{get('n_hidden')}x{get('n_neurons')}" + ("v" if get("width_shape") == "funnel" else "")
+    extras = [f"bn-{get('batch_norm')}"] if get("batch_norm") != "none" else []
+    return " ".join([f"trial-{index:03d}", f"{get('activation')}/{get('initializer')}", shape, get("optimizer"), *extras])
+
+
+class MLflowCallback(tune.Callback):
+    """Records each Ray trial as a nested MLflow run; the driver is the only writer."""
+
+    def __init__(self, tracker: tracking.Tracker, space: Space, *, metric: str, mode: str, max_epochs: int | None,
+                 flush_every_s: float = 2.0) -> None:
+        self.tracker = tracker
+        self.space = space
+        self.metric = metric
+        self.mode = mode
+        self.max_epochs = max_epochs
+        self.flush_every_s = flush_every_s
+        self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best metric, its epoch), from MLflow
+        self.epochs: dict[str, int] = {}
+        self._node_tagged: set[str] = set()
+        self._last_flush = 0.0
+
+    def _config(self, trial: Any) -> dict[str, Any]:
+        cfg = self.space.assemble(trial.config)
+        if self.max_epochs:
+            cfg["epochs"] = self.max_epochs
+        return cfg
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cfg = self._config(trial)
+        index = trial_index(trial.trial_id, len(trials))
+        tags = {tracking.NODE: str(trial.node_ip or "")}
+        self.tracker.start_trial(trial.trial_id, run_name(index, cfg), cfg, tags)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.on_trial_start(iteration, trials, trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self.tracker.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        metrics = {k: result[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s") if k in result}
+        self.tracker.log_metrics(run_id, metrics, step=epoch)
+        self.epochs[trial.trial_id] = epoch
+        node = result.get("node_ip")
+        if node and trial.trial_id not in self._node_tagged:
+            self.tracker.set_tags(run_id, {tracking.NODE: node})
+            self._node_tagged.add(trial.trial_id)
+        if time.monotonic() - self._last_flush > self.flush_every_s:
+            self.tracker.flush()
+            self._last_flush = time.monotonic()
+
+    def _end(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
+        run_id = self.tracker.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        self.tracker.flush(run_id)
+        # From the recorded history, so epochs logged before a resume count too.
+        history = self.tracker.history(run_id, self.metric)
+        if history:
+            pick = max if self.mode == "max" else min
+            step, value = pick(history, key=lambda sv: sv[1])
+            self.best[trial.trial_id] = (value, step)
+            self.epochs[trial.trial_id] = max(s for s, _ in history)
+            self.tracker.final_metrics(run_id, {f"best_{self.metric}": value, "best_epoch": step,
+                                                "epochs_run": self.epochs[trial.trial_id]})
+        self.tracker.end_run(run_id, status, tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        ran = self.epochs.get(trial.trial_id, 0)
+        if last.get("final"):  # the trial ended itself: all epochs, or early stopping
+            self._end(trial, "FINISHED", {tracking.END_STATE: "finished"})
+        else:
+            self._end(trial, "FINISHED", {tracking.END_STATE: "stopped_early", tracking.STOPPED_BY: "scheduler",
+                                          "search.stopped_at_epoch": ran})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED", {tracking.END_STATE: "failed", tracking.FAIL_REASON: failure_reason(trial)})
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.flush()
+
+
+def failure_reason(trial: Any) -> str:
+    """The one line that says why a trial failed (the TrialFailed message, when there is one)."""
+    try:
+        error = trial.get_error()
+    except Exception:  # noqa: BLE001 (the error file may be on a lost node)
+        error = None
+    text = str(error or "") or "the trial raised an error (see the Ray logs)"
+    match = re.search(r"TrialFailed: (.+)", text)
+    if match:
+        return match.group(1).strip()
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else text[:500]
+
+
+# -- the whole search -------------------------------------------------------------------------
+def default_name(space: str, dataset: str) -> str:
+    stem = Path(space).stem if space.endswith((".yaml", ".yml")) else space
+    data = Path(dataset).stem if Path(dataset).suffix else dataset
+    return f"{stem}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def storage_root(path: str | None) -> str:
+    """Where Ray keeps the experiment (trial results, checkpoints, searcher state)."""
+    root = path or os.environ.get("SEARCH_STORAGE_PATH") or str(Path.cwd() / "ray_results")
+    return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def validate(opts: LaunchOptions) -> None:
+    """Reject bad options before anything starts."""
+    if opts.num_samples < 1:
+        raise SearchError(f"--num-samples must be at least 1, got {opts.num_samples}")
+    if opts.concurrency is not None and opts.concurrency < 1:
+        raise SearchError(f"--concurrency must be at least 1, got {opts.concurrency}")
+    if opts.searcher not in SEARCHERS:
+        raise SearchError(f"unknown searcher {opts.searcher!r}; choose one of {', '.join(SEARCHERS)}")
+    if opts.scheduler is not None and opts.scheduler not in SCHEDULERS:
+        raise SearchError(f"unknown scheduler {opts.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if opts.mode not in ("max", "min"):
+        raise SearchError(f"--mode must be max or min, got {opts.mode!r}")
+    if opts.metric not in ("val_accuracy", "val_loss", "accuracy", "loss"):
+        raise SearchError(f"--metric must be one of val_accuracy, val_loss, accuracy, loss; got {opts.metric!r}")
+    if opts.cpus_per_trial <= 0:
+        raise SearchError(f"--cpus-per-trial must be > 0, got {opts.cpus_per_trial}")
+    if opts.gpus_per_trial < 0:
+        raise SearchError(f"--gpus-per-trial must be >= 0, got {opts.gpus_per_trial}")
+    if opts.max_epochs is not None and opts.max_epochs < 1:
+        raise SearchError(f"--max-epochs must be at least 1, got {opts.max_epochs}")
+    if opts.resume and not opts.name:
+        raise SearchError("--resume needs --name: the name of the search to continue (see `search runs`)")
+
+
+def resolve_concurrency(opts: LaunchOptions) -> int:
+    """How many trials run at once; an error if the cluster cannot run that many."""
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    fit = int(cpus // opts.cpus_per_trial) if opts.cpus_per_trial else opts.num_samples
+    if opts.gpus_per_trial:
+        if gpus < opts.gpus_per_trial:
+            raise SearchError(f"--gpus-per-trial {opts.gpus_per_trial:g}, but the cluster has {gpus:g} GPUs; use 0 on a CPU-only cluster")
+        fit = min(fit, int(gpus // opts.gpus_per_trial))
+    if fit < 1:
+        raise SearchError(f"--cpus-per-trial {opts.cpus_per_trial:g} is more than the cluster's {cpus:g} CPUs")
+    if opts.concurrency is None:
+        return max(1, min(fit, opts.num_samples))
+    if opts.concurrency > fit:
+        raise SearchError(
+            f"--concurrency {opts.concurrency} needs {opts.concurrency * opts.cpus_per_trial:g} CPUs at "
+            f"{opts.cpus_per_trial:g} per trial, but the cluster has {cpus:g}; lower --concurrency or --cpus-per-trial"
+        )
+    return opts.concurrency
+
+
+def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Run a search and record it in MLflow; returns its summary."""
+    from search.data import load_dataset
+
+    validate(opts)
+    started = time.perf_counter()
+    space = load_space(opts.space)
+    uri = tracking.resolve_tracking_uri(opts.tracking_uri)
+    tracking.check_reachable(uri)
+    dataset = load_dataset(opts.dataset, data_dir=opts.data_dir, target=opts.target)
+    name = opts.name or default_name(opts.space, opts.dataset)
+    root = storage_root(opts.storage_path)
+    experiment_dir = Path(root, name)
+    if opts.resume and "://" not in root and not tune.Tuner.can_restore(str(experiment_dir)):
+        raise SearchError(f"nothing to resume at {experiment_dir}; check --name and --storage-path")
+
+    connect(opts.address, quiet=opts.quiet)
+    concurrency = resolve_concurrency(opts)
+    scheduler_name = opts.scheduler or ("asha" if opts.num_samples > concurrency else "fifo")
+    max_t = opts.max_epochs or space_max_epochs(space)
+
+    tracker = tracking.Tracker(uri, opts.experiment, retry_s=opts.tracking_retry_s)
+    params = {
+        "space": opts.space, "dataset": opts.dataset, "num_samples": opts.num_samples, "searcher": opts.searcher,
+        "scheduler": scheduler_name, "metric": opts.metric, "mode": opts.mode, "concurrency": concurrency,
+        "cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial, "max_epochs": max_t,
+        "seed": opts.seed,
+    }
+    tags = {"search.dataset": dataset.name, "search.space": space.name, NOTE_TAG: describe_search(opts, space, dataset, scheduler_name, concurrency)}
+    commit = tracking.git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    parent = tracker.start_search(name, params, tags, resume=opts.resume)
+    if not opts.resume:
+        tracker.log_text(parent, space.source, "space.yaml")
+
+    callback = MLflowCallback(tracker, space, metric=opts.metric, mode=opts.mode, max_epochs=opts.max_epochs)
+    live = LiveView(opts.metric, opts.mode, progress) if progress else None
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial, space=space, dataset=dataset, max_epochs=opts.max_epochs, cpu_threads=max(1, int(opts.cpus_per_trial)),
+            metric=opts.metric, mode=opts.mode,
+            checkpoint_every=opts.checkpoint_every or (pbt_interval(max_t) if scheduler_name == "pbt" else 0),
+        ),
+        {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
+    )
+    if opts.resume:
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=False)
+        _refresh_callbacks(tuner, callback, live)
+    else:
+        searcher = make_searcher(opts.searcher, space, metric=opts.metric, mode=opts.mode, seed=opts.seed, num_samples=opts.num_samples)
+        scheduler = make_scheduler(scheduler_name, max_t=max_t, metric=opts.metric, mode=opts.mode, seed=opts.seed, space=space)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.to_ray() if opts.searcher == "random" else {},
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, scheduler=scheduler, metric=opts.metric, mode=opts.mode,
+                num_samples=opts.num_samples, max_concurrent_trials=concurrency, reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=root,
+                callbacks=[callback] + ([live] if live else []),
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=opts.metric, checkpoint_score_order=opts.mode
+                ),  # the best checkpoint, and Ray always keeps the latest for resuming
+                verbose=0,
+                progress_reporter=None,
+            ),
+        )
+    with _quiet_ray_output(opts.quiet):
+        grid = tuner.fit()
+    result = summarize(grid, tracker, space, name, opts, uri, root)
+    result.wall_time_s = time.perf_counter() - started
+    finish_search(tracker, result, grid)
+    return result
+
+
+NOTE_TAG = tracking.NOTE
+
+
+def describe_search(opts: LaunchOptions, space: Space, dataset: Dataset, scheduler: str, concurrency: int) -> str:
+    """The parent run's description (markdown), shown at the top of the run page."""
+    return (
+        f"**Search** `{opts.name or ''}` over space **{space.name}** ({len(space.sampled)} dimensions) on "
+        f"**{dataset.describe()}**.\n\n"
+        f"- searcher: `{opts.searcher}`, scheduler: `{scheduler}`, metric: `{opts.metric}` ({opts.mode})\n"
+        f"- budget: {opts.num_samples} trials, {concurrency} at a time, "
+        f"{opts.cpus_per_trial:g} CPU / {opts.gpus_per_trial:g} GPU each\n"
+    )
+
+
+def _refresh_callbacks(tuner: Any, callback: MLflowCallback, live: Any) -> None:
+    """On resume, the restored run config holds the old callbacks: swap in fresh ones.
+
+    The tracker must point at this invocation's store and parent run, which the pickled
+    callback may not (the driver that wrote it was killed).
+    """
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = internal.get_run_config() if internal is not None else None
+    if run_config is None:
+        raise SearchError("this Ray version restores searches differently; resume is not supported here")
+    run_config.callbacks = [callback] + ([live] if live else [])
+    run_config.verbose = 0
+
+
+class _quiet_ray_output:
+    """Ray Tune prints its own tables and hints on stdout; keep stdout for results."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __enter__(self) -> None:
+        self._stdout = sys.stdout
+        sys.stdout = sys.stderr if not self.quiet else open(os.devnull, "w")  # noqa: SIM115
+
+    def __exit__(self, *exc: Any) -> None:
+        if sys.stdout is not sys.stderr:
+            sys.stdout.close()
+        sys.stdout = self._stdout
+
+
+def summarize(grid: Any, tracker: tracking.Tracker, space: Space, name: str, opts: LaunchOptions,
+              uri: str, root: str) -> SearchResult:
+    """The search's trials, as MLflow recorded them (so trials from before a resume count too)."""
+    result = SearchResult(name=name, experiment=opts.experiment, tracking_uri=uri, parent_run_id=tracker.parent_run_id or "",
+                          metric=opts.metric, mode=opts.mode, storage_path=str(Path(root, name)))
+    runs = {r.data.tags.get(tracking.TRIAL_ID): r for r in tracker.child_runs(role="trial")}
+    for trial in grid._experiment_analysis.trials:  # noqa: SLF001 (ResultGrid hides failed trials' ids)
+        run = runs.get(trial.trial_id)
+        metrics = run.data.metrics if run is not None else {}
+        state = run.data.tags.get(tracking.END_STATE, "unknown") if run is not None else "not recorded"
+        cfg = space.assemble(trial.config)
+        if opts.max_epochs:
+            cfg["epochs"] = opts.max_epochs
+        result.trials.append(TrialSummary(
+            trial_id=trial.trial_id, run_id=run.info.run_id if run is not None else None,
+            name=run.info.run_name if run is not None else trial.trial_id, state=state, config=cfg,
+            metric=metrics.get(f"best_{opts.metric}"), best_epoch=_int(metrics.get("best_epoch")),
+            epochs=_int(metrics.get("epochs_run")) or 0,
+        ))
+    return result
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def finish_search(tracker: tracking.Tracker, result: SearchResult, grid: Any) -> None:
+    """Best metrics, best config and the best model on the parent run; close it."""
+    parent = result.parent_run_id
+    best = result.best
+    n_failed = sum(t.state == "failed" for t in result.trials)
+    tracker.final_metrics(parent, {"trials": len(result.trials), "trials_failed": n_failed, "wall_time_s": result.wall_time_s})
+    if best is not None:
+        tracker.final_metrics(parent, {f"best_{result.metric}": best.metric})
+        tracker.set_tags(parent, {"search.best_run_id": best.run_id or "", "search.best_trial_id": best.trial_id})
+        tracker.log_params(parent, {f"best.{k}": v for k, v in best.config.items()})
+        tracker.log_text(parent, json.dumps(best.config, indent=2, default=str), "best_config.json")
+        checkpoint = _best_checkpoint(grid, best.trial_id)
+        if checkpoint is not None and best.run_id:
+            with checkpoint.as_directory() as folder:
+                tracker.log_artifact(best.run_id, Path(folder, "model.keras"), "model")
+            tracker.set_tags(best.run_id, {"search.best": "true"})
+        elif best.run_id:
+            log.warning("no checkpoint of the best trial %s was found; its model is not logged", best.trial_id)
+    tracker.end_run(parent, "FINISHED")
+
+
+def _best_checkpoint(grid: Any, trial_id: str) -> Any:
+    """The best checkpoint Ray kept for ``trial_id`` (scored by the search metric)."""
+    for trial in grid._experiment_analysis.trials:  # noqa: SLF001
+        if trial.trial_id == trial_id:
+            manager = trial.run_metadata.checkpoint_manager
+            results = manager.best_checkpoint_results or ([manager.latest_checkpoint_result] if manager.latest_checkpoint_result else [])
+            return results[-1].checkpoint if results else None
+    return None
+
+
+class LiveView(tune.Callback):
+    """A compact live line: trials running, finished and failed, and the best so far."""
+
+    def __init__(self, metric: str, mode: str, emit: Callable[[str], None]) -> None:
+        self.metric = metric
+        self.mode = mode
+        self.emit = emit
+        self.best: float | None = None
+        self.best_name = ""
+        self.done = 0
+        self.failed = 0
+        self._last = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "emit": None}
+
+    def _line(self, trials: list) -> str:
+        running = sum(t.status == "RUNNING" for t in trials)
+        pending = sum(t.status == "PENDING" for t in trials)
+        best = f"best {self.metric} {self.best:.4f} ({self.best_name})" if self.best is not None else "no result yet"
+        return f"trials: {running} running, {pending} pending, {self.done} done, {self.failed} failed | {best}"
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                self.best = float(value)
+                self.best_name = f"trial {trial_index(trial.trial_id, 0):03d}"
+        if self.emit and time.monotonic() - self._last > 0.5:
+            self.emit(self._line(trials))
+            self._last = time.monotonic()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        if self.emit:
+            self.emit(self._line(trials))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.failed += 1
+        if self.emit:
+            self.emit(self._line(trials))
