@@ -109,7 +109,9 @@ class SearchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SearchError as err:
-            raise UserError(str(err)) from None
+            error = UserError(str(err))
+            error.exit_code = err.exit_code
+            raise error from None
         except TrialFailed as err:
             raise TrialError(str(err)) from None
 
@@ -132,6 +134,8 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # mlflow sets up its own INFO-level logger when imported; -v decides here too.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(max(level, logging.DEBUG)))
     quiet_tensorflow()
 
 
@@ -144,7 +148,13 @@ def spaces() -> None:
 @spaces.command("list")
 @json_option
 def spaces_list(as_json: bool) -> None:
-    """List the built-in search spaces."""
+    """List the built-in search spaces.
+
+    \b
+    Examples:
+      search spaces list
+      search spaces list --json
+    """
     from search.space import builtin_names, load_space
 
     rows = [{"name": n, "description": load_space(n).description} for n in builtin_names()]
@@ -358,7 +368,13 @@ def launch(as_json: bool, quiet: bool, **kwargs: Any) -> None:
 @tracking_options
 @json_option
 def runs(tracking_uri: str | None, experiment: str, as_json: bool) -> None:
-    """List searches (parent runs) with their best metric, newest first."""
+    """List searches (parent runs) with their best metric, newest first.
+
+    \b
+    Examples:
+      search runs
+      search runs --tracking-uri http://mlflow:5000 --json
+    """
     from search import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)

@@ -33,5 +33,11 @@ class ClusterError(SearchError):
     """The Ray cluster cannot be reached or refuses the connection."""
 
 
+class Interrupted(SearchError):
+    """The search was stopped (Ctrl-C) before it finished; ``--resume`` continues it."""
+
+    exit_code = 130
+
+
 class TrialFailed(Exception):
     """A trial ended without a usable result (diverged, or raised); not a user error."""

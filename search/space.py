@@ -250,22 +250,7 @@ class Space:
 
     def to_optuna(self) -> Callable[[optuna.Trial], None]:
         """An Optuna define-by-run function: only active nodes are suggested, so conditions are real."""
-
-        def define(trial: optuna.Trial) -> None:
-            labels: dict[str, str] = {}
-            for node in self.nodes:
-                if not self.is_active(node, labels):
-                    continue
-                if node.kind == "fixed":
-                    labels[node.name] = node.labels[0]
-                elif node.kind == "choice":
-                    labels[node.name] = trial.suggest_categorical(node.name, list(node.labels))
-                elif node.kind == "int":
-                    trial.suggest_int(node.name, int(node.low), int(node.high), log=node.log)
-                else:
-                    trial.suggest_float(node.name, node.low, node.high, log=node.log)
-
-        return define
+        return OptunaDefineByRun(self)
 
     def to_keras_tuner(self) -> keras_tuner.HyperParameters:
         """``keras_tuner.HyperParameters`` with conditional scopes for conditional nodes."""
@@ -292,6 +277,27 @@ class Space:
         lines = [f"{self.name}: {self.description}".rstrip(": ")]
         lines += [f"  {n.name:<{width}}  {n.describe()}" for n in self.nodes]
         return "\n".join(lines)
+
+
+@dataclass
+class OptunaDefineByRun:
+    """The define-by-run function of a space; a class so Ray can pickle the searcher."""
+
+    space: Space
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        labels: dict[str, str] = {}
+        for node in self.space.nodes:
+            if not self.space.is_active(node, labels):
+                continue
+            if node.kind == "fixed":
+                labels[node.name] = node.labels[0]
+            elif node.kind == "choice":
+                labels[node.name] = trial.suggest_categorical(node.name, list(node.labels))
+            elif node.kind == "int":
+                trial.suggest_int(node.name, int(node.low), int(node.high), log=node.log)
+            else:
+                trial.suggest_float(node.name, node.low, node.high, log=node.log)
 
 
 # ----------------------------------------------------------------------------------------

@@ -103,9 +103,11 @@ def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], repo
             self._epoch = epoch + 1
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            # TerminateOnNaN stops mid-epoch; remember where, whether or not on_epoch_end follows.
+            # Stop mid-epoch on a NaN loss (not keras.callbacks.TerminateOnNaN: it prints to stdout,
+            # which is for results); remember where, whether or not on_epoch_end follows.
             if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
                 nan_epochs.append(self._epoch)
+                self.model.stop_training = True
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
@@ -165,7 +167,7 @@ def fit(
     history: list[dict[str, float]] = []
     nan_epochs: list[int] = []
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full["patience"]), restore_best_weights=True)
-    callbacks = [keras.callbacks.TerminateOnNaN(), early, *schedule_callbacks(full), _epoch_callback(history, nan_epochs, report)]
+    callbacks = [early, *schedule_callbacks(full), _epoch_callback(history, nan_epochs, report)]
     model.fit(
         make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
         validation_data=make_tf_dataset(data.valid, 1024, shuffle=False),

@@ -25,7 +25,7 @@ import ray
 from ray import tune
 
 from search import tracking
-from search.errors import ClusterError, SearchError
+from search.errors import ClusterError, Interrupted, SearchError
 from search.space import Space, load_space
 
 if TYPE_CHECKING:
@@ -157,10 +157,10 @@ def _explain_connect_error(address: str | None, err: Exception) -> str:
 
 
 # -- searchers and schedulers, chosen by name -------------------------------------------------
-def make_searcher(name: str, space: Space, *, metric: str, mode: str, seed: int, num_samples: int) -> Any:
+def make_searcher(name: str, space: Space, *, metric: str, mode: str, seed: int, num_samples: int, concurrency: int) -> Any:
     """The Ray Tune search algorithm called ``name``."""
     factories: dict[str, Callable[[], Any]] = {
-        "random": lambda: _random_searcher(seed),
+        "random": lambda: _random_searcher(seed, concurrency),
         "tpe": lambda: _tpe_searcher(space, metric, mode, seed),
         "bayes": lambda: _bayes_searcher(space, metric, mode, seed, num_samples),
     }
@@ -169,10 +169,11 @@ def make_searcher(name: str, space: Space, *, metric: str, mode: str, seed: int,
     return factories[name]()
 
 
-def _random_searcher(seed: int) -> Any:
+def _random_searcher(seed: int, concurrency: int) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=seed)
+    # TuneConfig's max_concurrent_trials does not apply to the variant generator.
+    return BasicVariantGenerator(random_state=seed, max_concurrent=concurrency)
 
 
 def _tpe_searcher(space: Space, metric: str, mode: str, seed: int) -> Any:
@@ -409,11 +410,16 @@ class MLflowCallback(tune.Callback):
 
 def failure_reason(trial: Any) -> str:
     """The one line that says why a trial failed (the TrialFailed message, when there is one)."""
+    text = ""
     try:
-        error = trial.get_error()
+        # Ray writes the trace locally first and syncs it to storage later, so read it there.
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        else:
+            text = str(trial.get_error() or "")
     except Exception:  # noqa: BLE001 (the error file may be on a lost node)
-        error = None
-    text = str(error or "") or "the trial raised an error (see the Ray logs)"
+        text = ""
+    text = text or "the trial raised an error (see the Ray logs)"
     match = re.search(r"TrialFailed: (.+)", text)
     if match:
         return match.group(1).strip()
@@ -529,7 +535,8 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, resume_errored=False)
         _refresh_callbacks(tuner, callback, live)
     else:
-        searcher = make_searcher(opts.searcher, space, metric=opts.metric, mode=opts.mode, seed=opts.seed, num_samples=opts.num_samples)
+        searcher = make_searcher(opts.searcher, space, metric=opts.metric, mode=opts.mode, seed=opts.seed,
+                                 num_samples=opts.num_samples, concurrency=concurrency)
         scheduler = make_scheduler(scheduler_name, max_t=max_t, metric=opts.metric, mode=opts.mode, seed=opts.seed, space=space)
         tuner = tune.Tuner(
             trainable,
@@ -552,6 +559,17 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
         )
     with _quiet_ray_output(opts.quiet):
         grid = tuner.fit()
+    unfinished = interrupted_trials(grid, tracker)
+    if unfinished:  # Ctrl-C: Ray saved the experiment; leave the runs for --resume to reopen
+        tracker.flush()
+        for trial in unfinished:
+            if trial.trial_id in tracker.runs:
+                tracker.end_run(tracker.runs[trial.trial_id], "KILLED", {tracking.END_STATE: "interrupted"})
+        tracker.end_run(parent, "KILLED", {"search.state": "interrupted"})
+        raise Interrupted(
+            f"search {name} interrupted with {len(unfinished)} trials unfinished; continue it with "
+            f"`search launch --name {name} --resume`" + (f" --storage-path {opts.storage_path}" if opts.storage_path else "")
+        )
     result = summarize(grid, tracker, space, name, opts, uri, root)
     result.wall_time_s = time.perf_counter() - started
     finish_search(tracker, result, grid)
@@ -622,6 +640,13 @@ def summarize(grid: Any, tracker: tracking.Tracker, space: Space, name: str, opt
             epochs=_int(metrics.get("epochs_run")) or 0,
         ))
     return result
+
+
+def interrupted_trials(grid: Any, tracker: tracking.Tracker) -> list[Any]:
+    """Trials that did not end: on Ctrl-C Ray marks running trials TERMINATED without telling
+    the callbacks, so a trial counts as ended only once its MLflow run has an end state."""
+    ended = {r.data.tags.get(tracking.TRIAL_ID) for r in tracker.child_runs(role="trial") if tracking.END_STATE in r.data.tags}
+    return [t for t in grid._experiment_analysis.trials if t.trial_id not in ended]  # noqa: SLF001
 
 
 def _int(value: float | None) -> int | None:

@@ -1,0 +1,192 @@
+"""`search launch`: real local Ray (2 CPUs), real MLflow SQLite under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from search import tracking  # noqa: E402
+from search.tuner import LaunchOptions, launch  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def options(tmp_path: Path, **kw: Any) -> LaunchOptions:
+    base = dict(
+        space="quick", dataset="digits", num_samples=4, max_epochs=3, searcher="random", scheduler="fifo",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", storage_path=str(tmp_path / "ray"), name="t", quiet=True,
+        seed=0,
+    )
+    base.update(kw)
+    return LaunchOptions(**base)
+
+
+def children(uri: str, parent_id: str) -> list[Any]:
+    mlc = tracking.client(uri)
+    parent = mlc.get_run(parent_id)
+    return list(mlc.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"))
+
+
+@pytest.mark.parametrize("searcher", ["random", "tpe", "bayes"])
+def test_search_records_parent_and_nested_trials(local_ray: Any, tmp_path: Path, searcher: str) -> None:
+    result = launch(options(tmp_path, searcher=searcher, name=f"s-{searcher}"))
+    uri = result.tracking_uri
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db"
+    mlc = tracking.client(uri)
+    parent = mlc.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == f"s-{searcher}"
+    assert parent.data.params["searcher"] == searcher and parent.data.tags[tracking.ROLE] == "search"
+    runs = children(uri, result.parent_run_id)
+    assert len(runs) == 4
+    from search.space import load_space
+
+    space = load_space("quick")
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags[tracking.END_STATE] == "finished"
+        assert run.data.tags[tracking.TRIAL_ID] and run.data.tags[tracking.NODE]
+        assert run.info.run_name.startswith("trial-")
+        cfg = tracking.config_of(run)
+        cfg["epochs"] = 8  # --max-epochs overrides the space's fixed epochs; check the rest is a point of the space
+        space.validate_config(cfg)
+        history = mlc.get_metric_history(run.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2, 3]
+        for key in ("loss", "accuracy", "val_loss", "lr", "epoch_time_s"):
+            assert len(mlc.get_metric_history(run.info.run_id, key)) == 3
+        # The summary metric is the best epoch of the recorded history.
+        assert run.data.metrics["best_val_accuracy"] == max(m.value for m in history)
+    best = max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    assert parent.data.tags["search.best_run_id"] == best.info.run_id
+    assert [a.path for a in mlc.list_artifacts(best.info.run_id, "model")] == ["model/model.keras"]
+    assert {a.path for a in mlc.list_artifacts(parent.info.run_id)} >= {"space.yaml", "best_config.json"}
+    assert result.best is not None and result.best.run_id == best.info.run_id
+
+
+def test_asha_stops_trials_early_and_marks_them(local_ray: Any, tmp_path: Path) -> None:
+    result = launch(options(tmp_path, num_samples=6, max_epochs=6, scheduler="asha", concurrency=2, name="asha"))
+    runs = children(result.tracking_uri, result.parent_run_id)
+    assert len(runs) == 6
+    stopped = [r for r in runs if r.data.tags.get(tracking.END_STATE) == "stopped_early"]
+    assert stopped, "ASHA stopped no trial"
+    for run in stopped:
+        assert run.data.tags[tracking.STOPPED_BY] == "scheduler"
+        assert run.data.metrics["epochs_run"] < 6
+    assert {t.state for t in result.trials} <= {"finished", "stopped_early"}
+
+
+def test_diverging_trial_is_failed_and_the_search_goes_on(local_ray: Any, tmp_path: Path) -> None:
+    space = tmp_path / "diverge.yaml"
+    space.write_text(
+        "params:\n"
+        "  n_hidden: 1\n  n_neurons: 32\n  optimizer: sgd\n  batch_size: 64\n  epochs: 3\n"
+        "  learning_rate: {choice: [0.01, 1.0e+12]}\n"
+    )
+    result = launch(options(tmp_path, space=str(space), num_samples=6, name="diverge"))
+    runs = children(result.tracking_uri, result.parent_run_id)
+    assert len(runs) == 6
+    by_lr: dict[str, set[str]] = {}
+    for run in runs:
+        by_lr.setdefault(run.data.params["learning_rate"], set()).add(run.info.status)
+        if run.info.status == "FAILED":
+            assert run.data.tags[tracking.END_STATE] == "failed"
+            assert "loss became NaN at epoch 1" in run.data.tags[tracking.FAIL_REASON]
+    assert by_lr == {"0.01": {"FINISHED"}, "1000000000000.0": {"FAILED"}}
+
+
+def test_bad_options_fail_before_anything_runs(tmp_path: Path) -> None:
+    from search.errors import SearchError
+
+    cases = [
+        (dict(num_samples=0), "--num-samples must be at least 1"),
+        (dict(searcher="nope"), "unknown searcher 'nope'; choose one of random, tpe, bayes"),
+        (dict(scheduler="nope"), "unknown scheduler 'nope'; choose one of fifo, asha, hyperband, pbt"),
+        (dict(resume=True, name=None), "--resume needs --name"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(SearchError, match=message):
+            launch(options(tmp_path, **kw))
+
+
+def test_concurrency_larger_than_the_cpus(local_ray: Any, tmp_path: Path) -> None:
+    from search.errors import SearchError
+
+    with pytest.raises(SearchError, match=r"--concurrency 5 needs 5 CPUs at 1 per trial, but the cluster has 2"):
+        launch(options(tmp_path, concurrency=5))
+
+
+def test_unreachable_tracking_server_is_detected_first(tmp_path: Path) -> None:
+    import socket
+
+    from search.errors import TrackingError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}"):
+        launch(options(tmp_path, tracking_uri=f"http://127.0.0.1:{port}"))
+    assert time.monotonic() - start < 10
+
+
+def test_interrupt_then_resume_gives_exactly_one_run_per_trial(tmp_path: Path) -> None:
+    """Ctrl-C after the first trial finishes, then --resume: N child runs, none twice."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [sys.executable, "-m", "search.cli", "launch", "--space", "quick", "--num-samples", "5", "--max-epochs", "4",
+            "--searcher", "random", "--scheduler", "fifo", "--concurrency", "1", "--tracking-uri", uri,
+            "--storage-path", str(tmp_path / "ray"), "--name", "resumable", "-q"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        finished: list[Any] = []
+        while time.monotonic() < deadline and not finished:
+            time.sleep(2)
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            if Path(tmp_path, "mlflow.db").exists():
+                try:
+                    finished = [r for r in _trial_runs(uri) if r.info.status == "FINISHED"]
+                except Exception:  # noqa: BLE001 (the store may be mid-migration)
+                    finished = []
+        assert finished, "no trial finished in time"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "search launch --name resumable --resume" in err
+    before = _trial_runs(uri)
+    assert 1 <= len(before) < 5 or any(r.info.status != "FINISHED" for r in before)
+
+    resumed = subprocess.run(args + ["--resume", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _trial_runs(uri)
+    ids = [r.data.tags[tracking.TRIAL_ID] for r in after]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert all(r.info.status == "FINISHED" for r in after)
+    parents = [r for r in tracking.list_searches(uri, "search")]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def _trial_runs(uri: str) -> list[Any]:
+    mlc = tracking.client(uri)
+    exp = mlc.get_experiment_by_name("search")
+    if exp is None:
+        return []
+    return list(mlc.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE}` = 'trial'"))
