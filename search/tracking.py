@@ -311,6 +311,12 @@ class Tracker:
 
 
 # -- queries used by the CLI and the pipelines ------------------------------------------------
+def experiment_id(uri: str, experiment: str) -> str | None:
+    """The id of ``experiment`` in the store at ``uri``, or None if it does not exist."""
+    exp = client(uri).get_experiment_by_name(experiment)
+    return exp.experiment_id if exp is not None else None
+
+
 def list_searches(uri: str, experiment: str) -> list[Run]:
     """Parent runs of ``experiment``, newest first."""
     mlc = client(uri)

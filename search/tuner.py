@@ -123,6 +123,8 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if not log.isEnabledFor(logging.INFO):  # Ray's start-up notices (token auth, dashboard) are not results
+        logging.getLogger("ray").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Checkpoints are kept per improvement; Ray's hint about snapshot frequency is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -177,10 +179,13 @@ def _random_searcher(seed: int, concurrency: int) -> Any:
 
 
 def _tpe_searcher(space: Space, metric: str, mode: str, seed: int) -> Any:
+    import warnings
+
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate/group TPE
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8)
     return OptunaSearch(space=space.to_optuna(), metric=metric, mode=mode, sampler=sampler)
 
@@ -312,11 +317,6 @@ def run_trial(
 
 
 # -- the MLflow callback, on the driver -------------------------------------------------------
-def trial_index(trial_id: str, fallback: int) -> int:
-    match = re.search(r"_(\d+)$", trial_id)
-    return int(match.group(1)) + 1 if match else fallback
-
-
 def run_name(index: int, cfg: Mapping[str, Any]) -> str:
     """A readable trial name, e.g. ``trial-007 selu/lecun_normal 3x256 nadam``."""
     from search import config as vocab
@@ -353,7 +353,8 @@ class MLflowCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cfg = self._config(trial)
-        index = trial_index(trial.trial_id, len(trials))
+        # Numbered in the order trials first start (Ray's ids are not dense across searchers).
+        index = len(self.tracker.runs) + (trial.trial_id not in self.tracker.runs)
         tags = {tracking.NODE: str(trial.node_ip or "")}
         self.tracker.start_trial(trial.trial_id, run_name(index, cfg), cfg, tags)
 
@@ -711,7 +712,7 @@ class LiveView(tune.Callback):
         if isinstance(value, (int, float)) and math.isfinite(value):
             if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
                 self.best = float(value)
-                self.best_name = f"trial {trial_index(trial.trial_id, 0):03d}"
+                self.best_name = trial.trial_id
         if self.emit and time.monotonic() - self._last > 0.5:
             self.emit(self._line(trials))
             self._last = time.monotonic()
