@@ -239,7 +239,7 @@ class Tracker:
     # -- child runs ----------------------------------------------------------------------
     def start_trial(self, trial_id: str, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """The child run of ``trial_id``: created once, reopened when the trial restarts."""
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import RunTag
 
         if trial_id in self.runs:
             run_id = self.runs[trial_id]
@@ -247,15 +247,22 @@ class Tracker:
             if tags:
                 self._retry(lambda: self.mlflow.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "trial tags")
             return run_id
+        run_id = self.start_child(run_name, config, {ROLE: "trial", TRIAL_ID: trial_id, **tags})
+        self.runs[trial_id] = run_id
+        return run_id
+
+    def start_child(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """A new run nested under the parent run, with ``params`` and ``tags``."""
+        from mlflow.entities import Param
+
         assert self.parent_run_id is not None
-        all_tags = {PARENT: self.parent_run_id, ROLE: "trial", TRIAL_ID: trial_id, **tags}
         run = self._retry(
-            lambda: self.mlflow.create_run(self.experiment_id(), run_name=run_name, tags=all_tags), "a trial run"
+            lambda: self.mlflow.create_run(self.experiment_id(), run_name=run_name, tags={PARENT: self.parent_run_id, **tags}),
+            "a child run",
         )
         run_id = run.info.run_id
-        self.runs[trial_id] = run_id
-        params = [Param(k, _param(v)) for k, v in sorted(config.items())]
-        self._retry(lambda: self.mlflow.log_batch(run_id, params=params), "trial params")
+        batch = [Param(k, _param(v)) for k, v in sorted(params.items())]
+        self._retry(lambda: self.mlflow.log_batch(run_id, params=batch), "run params")
         return run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:

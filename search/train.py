@@ -137,6 +137,7 @@ def fit(
     initial_model: keras.Model | None = None,
     initial_weights: list[Any] | None = None,
     initial_epoch: int = 0,
+    validate: bool = True,
 ) -> FitResult:
     """Train ``config`` on ``dataset.train``, validating on ``dataset.valid``.
 
@@ -147,6 +148,10 @@ def fit(
     To continue from a checkpoint, pass ``initial_model`` (trained on, optimizer state and all)
     or ``initial_weights`` (for a new model of this config, as when PBT changed its
     hyperparameters), and the ``initial_epoch`` already done.
+
+    ``validate=False`` trains for exactly ``epochs`` with no validation data: no early
+    stopping, and the plateau schedule watches the training loss. Retraining on train+valid
+    uses it, so the test split never steers training.
     """
     import keras
 
@@ -166,11 +171,17 @@ def fit(
             model.set_weights(initial_weights)
     history: list[dict[str, float]] = []
     nan_epochs: list[int] = []
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full["patience"]), restore_best_weights=True)
-    callbacks = [early, *schedule_callbacks(full), _epoch_callback(history, nan_epochs, report)]
+    callbacks: list[Any] = []
+    if validate:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full["patience"]), restore_best_weights=True))
+    schedule = schedule_callbacks(full)
+    if not validate:
+        for cb in schedule:
+            cb.monitor = "loss"
+    callbacks += [*schedule, _epoch_callback(history, nan_epochs, report)]
     model.fit(
         make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
-        validation_data=make_tf_dataset(data.valid, 1024, shuffle=False),
+        validation_data=make_tf_dataset(data.valid, 1024, shuffle=False) if validate else None,
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,

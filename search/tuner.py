@@ -509,7 +509,8 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
 
     tracker = tracking.Tracker(uri, opts.experiment, retry_s=opts.tracking_retry_s)
     params = {
-        "space": opts.space, "dataset": opts.dataset, "num_samples": opts.num_samples, "searcher": opts.searcher,
+        "space": opts.space, "dataset": opts.dataset, "data_dir": opts.data_dir or "", "target": opts.target,
+        "num_samples": opts.num_samples, "searcher": opts.searcher,
         "scheduler": scheduler_name, "metric": opts.metric, "mode": opts.mode, "concurrency": concurrency,
         "cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial, "max_epochs": max_t,
         "seed": opts.seed,

@@ -1,0 +1,246 @@
+"""Retrain the best configuration of a search, read from MLflow, with several seeds.
+
+The config comes from the best trial's child run, so retraining works in a later shell, on
+another machine, or against a tracking server. It trains on train+valid for the number of
+epochs the best trial actually used, then scores the test split the search never saw. Several
+seeds give a mean ± std, which says whether the winner's lead over the runner-up is real.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from search import tracking
+from search.errors import SearchError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]  # (done, total, what)
+PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    run_id: str
+    test_accuracy: float
+    test_loss: float
+
+
+@dataclass
+class ConfigRetrain:
+    """One config retrained with several seeds."""
+
+    trial_run_id: str
+    trial_name: str
+    search_metric: float
+    config: dict[str, Any]
+    epochs: int
+    seeds: list[SeedRun] = field(default_factory=list)
+
+    @property
+    def accuracy_mean(self) -> float:
+        return statistics.fmean(s.test_accuracy for s in self.seeds)
+
+    @property
+    def accuracy_std(self) -> float:
+        return statistics.stdev(s.test_accuracy for s in self.seeds) if len(self.seeds) > 1 else 0.0
+
+    @property
+    def loss_mean(self) -> float:
+        return statistics.fmean(s.test_loss for s in self.seeds)
+
+    @property
+    def loss_std(self) -> float:
+        return statistics.stdev(s.test_loss for s in self.seeds) if len(self.seeds) > 1 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "test_accuracy_mean": self.accuracy_mean, "test_accuracy_std": self.accuracy_std,
+                "test_loss_mean": self.loss_mean, "test_loss_std": self.loss_std}
+
+
+@dataclass
+class RetrainResult:
+    search: str
+    parent_run_id: str
+    tracking_uri: str
+    metric: str
+    best: ConfigRetrain
+    model_uri: str
+    best_seed_run_id: str
+    registered: str | None = None
+    runner_up: ConfigRetrain | None = None
+    verdict: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "search": self.search, "parent_run_id": self.parent_run_id, "tracking_uri": self.tracking_uri,
+            "metric": self.metric, "best": self.best.summary(), "model_uri": self.model_uri,
+            "best_seed_run_id": self.best_seed_run_id, "registered": self.registered,
+            "runner_up": self.runner_up.summary() if self.runner_up else None, "verdict": self.verdict,
+        }
+
+
+def verdict(best: ConfigRetrain, runner_up: ConfigRetrain | None, lead: float | None, metric: str) -> str:
+    """Plain words on whether the best config's lead survives the seed spread."""
+    n = len(best.seeds)
+    if runner_up is not None:
+        diff = best.accuracy_mean - runner_up.accuracy_mean
+        spread = max(best.accuracy_std, runner_up.accuracy_std)
+        if diff <= spread:
+            return (
+                f"The best config's lead over the runner-up on test accuracy ({diff:+.4f}) is within the seed spread "
+                f"(std up to {spread:.4f} over {n} seeds): the two are not distinguishable; either is a fair pick."
+            )
+        return (
+            f"The best config beats the runner-up by {diff:+.4f} test accuracy, more than the seed spread "
+            f"(std up to {spread:.4f} over {n} seeds)."
+        )
+    if lead is None:
+        return "The search had a single scored trial; there is no runner-up to compare with."
+    spread = best.accuracy_std
+    if n > 1 and abs(lead) <= spread:
+        return (
+            f"The best trial led the runner-up by {lead:.4f} {metric}, within the seed spread of test accuracy "
+            f"(std {spread:.4f} over {n} seeds): the lead may be luck. Retrain both with --compare-runner-up to know."
+        )
+    return f"The best trial led the runner-up by {lead:.4f} {metric} (seed std of test accuracy {spread:.4f} over {n} seeds)."
+
+
+def retrain(
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "search",
+    name: str | None = None,
+    parent_run: str | None = None,
+    epochs: int | None = None,
+    seeds: int = 3,
+    register: str | None = None,
+    compare_runner_up: bool = False,
+    data_dir: str | None = None,
+    progress: Progress | None = None,
+) -> RetrainResult:
+    """Retrain the best trial of a search (and optionally its runner-up) and log the runs."""
+    if seeds < 1:
+        raise SearchError(f"--seeds must be at least 1, got {seeds}")
+    if epochs is not None and epochs < 1:
+        raise SearchError(f"--epochs must be at least 1, got {epochs}")
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    parent = tracking.find_parent(uri, experiment, name=name, run_id=parent_run)
+    metric = parent.data.params.get("metric", "val_accuracy")
+    mode = parent.data.params.get("mode", "max")
+    trials = tracking.trials_of(uri, parent, f"best_{metric}", mode)
+    if not trials:
+        raise SearchError(f"search {parent.info.run_name} has no finished trial with {metric}; nothing to retrain")
+    dataset = _dataset(parent, data_dir)
+    tracker = tracking.Tracker(uri, experiment=_experiment_name(uri, parent))
+    tracker.parent_run_id = parent.info.run_id
+
+    picks = trials[:2] if compare_runner_up and len(trials) > 1 else trials[:1]
+    total = seeds * len(picks)
+    results: list[ConfigRetrain] = []
+    best_model: Any = None
+    for rank, trial in enumerate(picks):
+        cfg = tracking.config_of(trial)
+        n_epochs = epochs or int(trial.data.metrics.get("best_epoch") or cfg.get("epochs") or 20)
+        entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, trial.data.metrics[f"best_{metric}"], cfg, n_epochs)
+        for k in range(seeds):
+            if progress:
+                progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
+            seed_run, model = _train_seed(tracker, dataset, entry, seed=k, role_rank=rank)
+            entry.seeds.append(seed_run)
+            if rank == 0 and (best_model is None or seed_run.test_accuracy > max(s.test_accuracy for s in entry.seeds[:-1])):
+                best_model = (model, seed_run)
+        results.append(entry)
+    if progress:
+        progress(total, total, "done")
+    best, runner_up = results[0], (results[1] if len(results) > 1 else None)
+    lead = None
+    if len(trials) > 1:
+        lead = abs(trials[0].data.metrics[f"best_{metric}"] - trials[1].data.metrics[f"best_{metric}"])
+    text = verdict(best, runner_up, lead, metric)
+    model, seed_run = best_model
+    model_uri = _log_model(tracker, seed_run.run_id, model, dataset, register)
+    tracker.set_tags(parent.info.run_id, {"search.best_retrain_run_id": seed_run.run_id, "search.model_uri": model_uri})
+    tracker.final_metrics(parent.info.run_id, {"retrain_test_accuracy_mean": best.accuracy_mean,
+                                               "retrain_test_accuracy_std": best.accuracy_std})
+    return RetrainResult(
+        search=parent.info.run_name, parent_run_id=parent.info.run_id, tracking_uri=uri, metric=metric, best=best,
+        model_uri=model_uri, best_seed_run_id=seed_run.run_id, registered=register, runner_up=runner_up, verdict=text,
+    )
+
+
+def _experiment_name(uri: str, parent: Any) -> str:
+    return tracking.client(uri).get_experiment(parent.info.experiment_id).name
+
+
+def _dataset(parent: Any, data_dir: str | None) -> Any:
+    from search.data import load_dataset
+
+    params = parent.data.params
+    return load_dataset(params.get("dataset", "digits"), data_dir=data_dir or params.get("data_dir") or None,
+                        target=params.get("target", "label"))
+
+
+def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int) -> tuple[SeedRun, Any]:
+    """Train ``entry``'s config on train+valid with ``seed``; score the test split; log a child run."""
+    from search.data import merge_train_valid
+    from search.train import evaluate, fit, prepare
+
+    role = "best" if role_rank == 0 else "runner_up"
+    name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
+    run_id = tracker.start_child(
+        name, {**entry.config, "epochs": entry.epochs, "seed": seed},
+        {tracking.ROLE: "retrain", "search.retrain_of": entry.trial_run_id, "search.seed": str(seed), "search.rank": role},
+    )
+
+    def report(row: dict[str, float], _model: Any) -> None:
+        tracker.log_metrics(run_id, {k: row[k] for k in ("loss", "accuracy", "lr", "epoch_time_s") if k in row}, int(row["epoch"]))
+
+    merged = merge_train_valid(dataset)
+    result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False)
+    test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
+    scores = evaluate(result.model, test)
+    if not all(math.isfinite(v) for v in scores.values()):
+        tracker.end_run(run_id, "FAILED", {tracking.FAIL_REASON: "non-finite test metrics"})
+        raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
+    tracker.final_metrics(run_id, {"test_accuracy": scores["accuracy"], "test_loss": scores["loss"]})
+    tracker.end_run(run_id, "FINISHED")
+    return SeedRun(seed, run_id, scores["accuracy"], scores["loss"]), result.model
+
+
+def _log_model(tracker: tracking.Tracker, run_id: str, model: Any, dataset: Any, register: str | None) -> str:
+    """Log the model with MLflow's Keras flavor (signature and input example); register it.
+
+    ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
+    before creating the model folder), so the flavor is saved with ``save_model`` into a folder
+    made first, then logged as the run's ``model`` artifact.
+    """
+    import os
+    import tempfile
+
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    example = np.asarray(dataset.test.x[:5], dtype="float32")
+    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model")
+        os.makedirs(path)
+        mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
+        tracker._retry(lambda: tracker.mlflow.log_artifacts(run_id, path, "model"), "the model")
+    model_uri = f"runs:/{run_id}/model"
+    if register:
+        mlflow.set_tracking_uri(tracker.uri)
+        version = mlflow.register_model(model_uri, register)
+        model_uri_registered = f"models:/{register}/{version.version}"
+        tracker.set_tags(run_id, {"search.registered_model": model_uri_registered})
+    tracker.set_tags(run_id, {"search.model_uri": model_uri, "search.best_seed": "true"})
+    return model_uri
