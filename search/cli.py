@@ -434,6 +434,173 @@ def best(tracking_uri: str | None, experiment: str, name: str | None, parent_run
     emit(result, as_json, text)
 
 
+# -- pipelines ----------------------------------------------------------------------------------
+def progress_bar(quiet: bool, label: str) -> Callable[[int, int, str], None] | None:
+    """A progress bar on stderr, updated as (done, total, what); none with -q or off a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.label = f"{label} ({what})"
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+def retrain_options(f: F) -> F:
+    opts = [
+        click.option("--epochs", type=int, help="Epochs [default: the best trial's best epoch]."),
+        click.option("--seeds", default=3, show_default=True, type=int, help="Retrain with this many seeds: mean ± std."),
+        click.option("--register", metavar="NAME", help="Register the best seed's model in the Model Registry."),
+        click.option("--compare-runner-up", is_flag=True, help="Also retrain the runner-up, to tell a real lead from luck."),
+    ]
+    for option in reversed(opts):
+        f = option(f)
+    return f
+
+
+def retrain_report(r: Any) -> str:
+    def line(c: Any, label: str) -> str:
+        return (f"{label:<10} {c.trial_name}: test accuracy {c.accuracy_mean:.4f} ± {c.accuracy_std:.4f}, "
+                f"test loss {c.loss_mean:.4f} ± {c.loss_std:.4f} ({len(c.seeds)} seeds, {c.epochs} epochs)")
+
+    lines = [f"search {r.search}: retrained on train+valid, scored on the test split", line(r.best, "best")]
+    if r.runner_up:
+        lines.append(line(r.runner_up, "runner-up"))
+    lines += ["", r.verdict, "", f"model:      {r.model_uri}"]
+    if r.registered:
+        lines.append(f"registered: {r.registered}")
+    lines.append(f"best seed run: {r.best_seed_run_id}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@tracking_options
+@click.option("--name", help="Search name [default: the newest search].")
+@click.option("--parent-run", help="Parent run id of the search.")
+@retrain_options
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="Dataset folder, if the search used one.")
+@json_option
+@quiet_option
+def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_run: str | None, epochs: int | None,
+            seeds: int, register: str | None, compare_runner_up: bool, data_dir: str | None, as_json: bool,
+            quiet: bool) -> None:
+    """Retrain a search's best config on train+valid with several seeds; score the test split.
+
+    The config is read from MLflow, so this works in a later shell or on another machine.
+    Each seed is a child run (role=retrain) of the search; the best seed's model is logged with
+    MLflow's Keras flavor.
+
+    \b
+    Examples:
+      search retrain
+      search retrain --name my-search --seeds 5 --compare-runner-up --register digits-mlp
+    """
+    from pipelines.retrain import retrain as run_retrain
+
+    result = run_retrain(tracking_uri=tracking_uri, experiment=experiment, name=name, parent_run=parent_run,
+                         epochs=epochs, seeds=seeds, register=register, compare_runner_up=compare_runner_up,
+                         data_dir=data_dir, progress=progress_bar(quiet, "retraining"))
+    emit(result.to_dict(), as_json, lambda _: retrain_report(result))
+
+
+def evaluate_report(r: Any) -> str:
+    keys = ["accuracy", "nll", "brier", "ece", "entropy", "mutual_info", "auroc_max_prob", "auroc_entropy",
+            "auroc_mutual_info", "acc_at_50", "acc_at_80", "acc_at_90", "acc_at_95"]
+    det, mc = r.metrics.get("deterministic", {}), r.metrics.get("mc", {})
+    rows = [{"metric": k, "deterministic": det.get(k), f"MC dropout (T={r.samples})": mc.get(k)} for k in keys
+            if k in det or k in mc]
+    lines = [f"{r.dataset} test split, model {r.model_uri}", "", table(rows, ["metric", "deterministic", f"MC dropout (T={r.samples})"])]
+    if r.note:
+        lines += ["", r.note]
+    lines += ["", f"evaluate run: {r.run_id}  (artifacts: {', '.join(r.artifacts)})"]
+    return "\n".join(lines)
+
+
+def evaluate_options(f: F) -> F:
+    opts = [
+        click.option("--mc-samples", default=100, show_default=True, type=int, help="MC dropout samples T."),
+    ]
+    for option in reversed(opts):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@tracking_options
+@click.option("--run-id", help="A retrain, trial or search run [default: the newest search's best retrain].")
+@click.option("--model-uri", help="Any MLflow model URI (runs:/..., models:/NAME/VERSION).")
+@evaluate_options
+@click.option("--dataset", help="Dataset [default: the one the search used].")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="Dataset folder, if needed.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the MC sampling.")
+@json_option
+@quiet_option
+def evaluate(tracking_uri: str | None, experiment: str, run_id: str | None, model_uri: str | None, mc_samples: int,
+             dataset: str | None, data_dir: str | None, seed: int, as_json: bool, quiet: bool) -> None:
+    """Evaluate a model with Monte-Carlo dropout: accuracy, NLL, Brier, ECE, entropy, BALD, AUROC, coverage.
+
+    Dropout layers become MC layers (stochastic at inference) while BatchNormalization stays in
+    inference mode. Metrics, predictions.npz and the plots go to a child run tagged role=evaluate.
+
+    \b
+    Examples:
+      search evaluate
+      search evaluate --run-id 3f2c... --mc-samples 200
+      search evaluate --model-uri models:/digits-mlp/1 --json
+    """
+    from pipelines.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(tracking_uri=tracking_uri, experiment=experiment, run_id=run_id, model_uri=model_uri,
+                          mc_samples=mc_samples, dataset=dataset, data_dir=data_dir, seed=seed,
+                          progress=progress_bar(quiet, "MC sampling"))
+    emit(result.to_dict(), as_json, lambda _: evaluate_report(result))
+
+
+@cli.command()
+@search_options
+@retrain_options
+@evaluate_options
+@json_option
+@quiet_option
+def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, register: str | None,
+             compare_runner_up: bool, mc_samples: int, **kwargs: Any) -> None:
+    """Launch a search, retrain its best config, and evaluate it with MC dropout: one command.
+
+    \b
+    Examples:
+      search pipeline
+      search pipeline --space quick --num-samples 8 --seeds 2 --mc-samples 50
+    """
+    from pipelines.evaluate import evaluate as run_evaluate
+    from pipelines.retrain import retrain as run_retrain
+    from search.tuner import launch as run_launch
+
+    printer = progress_printer(quiet)
+    searched = run_launch(launch_options(kwargs, quiet), progress=printer)
+    if printer:
+        sys.stderr.write("\n")
+    retrained = run_retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
+                            parent_run=searched.parent_run_id, epochs=epochs, seeds=seeds, register=register,
+                            compare_runner_up=compare_runner_up, data_dir=kwargs.get("data_dir"),
+                            progress=progress_bar(quiet, "retraining"))
+    evaluated = run_evaluate(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
+                             run_id=retrained.best_seed_run_id, mc_samples=mc_samples, seed=kwargs.get("seed", 0),
+                             data_dir=kwargs.get("data_dir"), progress=progress_bar(quiet, "MC sampling"))
+    report = {"search": searched.to_dict(), "retrain": retrained.to_dict(), "evaluate": evaluated.to_dict(),
+              "runs": {"search": searched.parent_run_id, "retrain": retrained.best_seed_run_id,
+                       "evaluate": evaluated.run_id}}
+    emit(report, as_json, lambda _: "\n\n".join([search_report(searched), retrain_report(retrained),
+                                                   evaluate_report(evaluated)]))
+
+
 # -- ui ---------------------------------------------------------------------------------------
 @cli.command()
 @tracking_options
