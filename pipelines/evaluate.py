@@ -146,13 +146,15 @@ def evaluate(
     det = mc.deterministic_predict(model, test.x)
     note = ""
     if mc.has_dropout(model):
-        result = mc.mc_predict(model, test.x, samples=mc_samples, seed=seed, progress=progress)
+        result = mc.mc_predict(model, test.x, samples=mc_samples, seed=seed)
         samples = result.samples
     else:
         note = NO_DROPOUT
-        log.warning(note)
+        log.info(note)
         samples = det[None]
     metrics = mc.summarize(samples, test.y, deterministic_probs=det)
+    if note:
+        metrics.pop("mc", None)  # a single deterministic "sample" is not an MC estimate
     p_mean = samples.mean(axis=0)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
@@ -160,7 +162,7 @@ def evaluate(
             mc.save_predictions(out / "predictions.npz", labels=test.y, probs_mean=p_mean, probs_std=samples.std(axis=0),
                                 entropy=mc.entropy(p_mean), mutual_info=mc.mutual_information(samples),
                                 deterministic_probs=det),
-            mc.plot_reliability(p_mean, test.y, out / "reliability.png", deterministic=det),
+            mc.plot_reliability(p_mean, test.y, out / "reliability.png", deterministic_probs=det),
             mc.plot_coverage({"MC dropout": p_mean.max(axis=1), "deterministic": det.max(axis=1)},
                              {"MC dropout": p_mean.argmax(axis=1) == test.y, "deterministic": det.argmax(axis=1) == test.y},
                              out / "coverage.png"),
