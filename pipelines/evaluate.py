@@ -146,7 +146,10 @@ def evaluate(
     det = mc.deterministic_predict(model, test.x)
     note = ""
     if mc.has_dropout(model):
-        result = mc.mc_predict(model, test.x, samples=mc_samples, seed=seed)
+        # One mask per MC sample shared by a chunk's examples: T sampled networks, each applied to
+        # the inputs (the Bayesian reading of MC dropout). Each example's predictive distribution is
+        # the same as with per-example masks, at a fraction of the random numbers (bench/).
+        result = mc.mc_predict(model, test.x, samples=mc_samples, seed=seed, shared_masks=True, progress=progress)
         samples = result.samples
     else:
         note = NO_DROPOUT
@@ -171,10 +174,27 @@ def evaluate(
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         files.append(out / "metrics.json")
         eval_run = _log(uri, source, metrics, files, samples=samples.shape[0], seed=seed, dataset=name, note=note)
+    if source.parent is not None and eval_run:
+        _describe(uri, source, eval_run, metrics, samples=int(samples.shape[0]), dataset=name,
+                  artifacts=[Path(f).name for f in files], note=note)
     return EvaluateResult(
         model_uri=source.model_uri, run_id=eval_run, parent_run_id=source.parent.info.run_id if source.parent else None,
         dataset=name, samples=int(samples.shape[0]), metrics=metrics, artifacts=[Path(f).name for f in files], note=note,
     )
+
+
+def _describe(uri: str, source: _Source, run_id: str, metrics: dict[str, dict[str, float]], *, samples: int,
+              dataset: str, artifacts: list[str], note: str) -> None:
+    """The "Evaluate" section of the search's description: MC vs deterministic accuracy, NLL and ECE, linked."""
+    from search import plots
+
+    parent = source.parent
+    body = plots.evaluate_section(experiment_id=parent.info.experiment_id, run_id=run_id, model_uri=source.model_uri,
+                                  dataset=dataset, samples=samples, metrics=metrics, artifacts=artifacts, note=note)
+    mlc = tracking.client(uri)
+    tracker = tracking.Tracker(uri, mlc.get_experiment(parent.info.experiment_id).name)
+    plots.update_note(lambda: mlc.get_run(parent.info.run_id).data.tags.get(tracking.NOTE, ""),
+                      lambda text: tracker.set_tags(parent.info.run_id, {tracking.NOTE: text}), "Evaluate", body)
 
 
 def _log(uri: str, source: _Source, metrics: dict[str, dict[str, float]], files: list[Path], *, samples: int,
