@@ -170,10 +170,26 @@ def retrain(
     tracker.set_tags(parent.info.run_id, {"search.best_retrain_run_id": seed_run.run_id, "search.model_uri": model_uri})
     tracker.final_metrics(parent.info.run_id, {"retrain_test_accuracy_mean": best.accuracy_mean,
                                                "retrain_test_accuracy_std": best.accuracy_std})
+    _describe(tracker, parent, results, text, model_uri, register)
     return RetrainResult(
         search=parent.info.run_name, parent_run_id=parent.info.run_id, tracking_uri=uri, metric=metric, best=best,
         model_uri=model_uri, best_seed_run_id=seed_run.run_id, registered=register, runner_up=runner_up, verdict=text,
     )
+
+
+def _describe(tracker: tracking.Tracker, parent: Any, results: list[ConfigRetrain], verdict_text: str, model_uri: str,
+              register: str | None) -> None:
+    """The "Retrain" section of the search's description: test accuracy mean ± std, the runs linked."""
+    from search import plots
+
+    entries = [{**asdict(c), "label": "best" if i == 0 else "runner-up", "accuracy_mean": c.accuracy_mean,
+                "accuracy_std": c.accuracy_std, "loss_mean": c.loss_mean, "loss_std": c.loss_std}
+               for i, c in enumerate(results)]
+    body = plots.retrain_section(experiment_id=parent.info.experiment_id, entries=entries, verdict=verdict_text,
+                                 model_uri=model_uri, registered=register)
+    run_id = parent.info.run_id
+    plots.update_note(lambda: tracker.mlflow.get_run(run_id).data.tags.get(tracking.NOTE, ""),
+                      lambda note: tracker.set_tags(run_id, {tracking.NOTE: note}), "Retrain", body)
 
 
 def _experiment_name(uri: str, parent: Any) -> str:

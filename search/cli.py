@@ -137,6 +137,7 @@ def cli(verbose: int) -> None:
     # mlflow sets up its own INFO-level logger when imported; -v decides here too.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(max(level, logging.DEBUG)))
     quiet_tensorflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars are not ours
 
 
 # -- spaces -----------------------------------------------------------------------------------
@@ -285,6 +286,9 @@ def search_options(f: F) -> F:
         click.option("--storage-path", envvar="SEARCH_STORAGE_PATH", help="Ray results and checkpoints [default: ./ray_results]."),
         click.option("--resume", is_flag=True, help="Continue the interrupted search --name."),
         click.option("--max-failures", default=0, show_default=True, type=int, help="Retries of a trial lost to a crash."),
+        click.option("--tracking-retry-s", default=120.0, show_default=True, type=click.FloatRange(min=0),
+                     help="How long MLflow writes are retried while the tracking server is away; then the search "
+                          "stops with an error, and --resume continues it."),
     ]
     for option in reversed(opts):
         f = option(f)

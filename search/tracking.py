@@ -35,7 +35,8 @@ T = TypeVar("T")
 ROLE = "search.role"  # search | trial | retrain | evaluate
 SEARCH_NAME = "search.name"
 TRIAL_ID = "search.trial_id"
-NODE = "search.node"
+NODE = "search.node"  # the node's IP
+NODE_ID = "search.node_id"  # the Ray node id: nodes that share a host share an IP
 END_STATE = "search.end_state"  # finished | failed | stopped_early
 FAIL_REASON = "search.fail_reason"
 STOPPED_BY = "search.stopped_by"
@@ -126,6 +127,8 @@ def _is_user_error(err: Exception) -> bool:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
+    if text and ("NewConnectionError" in text[0] or "Connection refused" in text[0]):
+        return "connection refused"  # urllib3's 300-character account of it says no more
     return text[0][:300] if text else type(err).__name__
 
 
@@ -170,6 +173,14 @@ class Tracker:
     @property
     def mlflow(self) -> MlflowClient:
         if self._client is None:
+            if self.uri.startswith(("http://", "https://")):
+                # MLflow's HTTP client retries each request for minutes (7 retries, backoff), which would
+                # outlast ``retry_s``; ``_retry`` below is the one retry loop, with its own deadline.
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(min(120.0, max(10.0, self.retry_s)))))
+                # With a server, MLflow prints "View run ... at" on stdout at each set_terminated: stdout is
+                # for results (--json), and the link is in the summary already.
+                os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             self._client = client(self.uri)
         return self._client
 
@@ -367,7 +378,9 @@ def trials_of(uri: str, parent: Run, metric: str, mode: str) -> list[Run]:
         max_results=50000,
     )
     scored = [r for r in runs if metric in r.data.metrics and math.isfinite(r.data.metrics[metric])]
-    return sorted(scored, key=lambda r: r.data.metrics[metric], reverse=(mode == "max"))
+    sign = -1.0 if mode == "max" else 1.0
+    # Ties in the metric go to the lower validation loss at the best epoch.
+    return sorted(scored, key=lambda r: (sign * r.data.metrics[metric], r.data.metrics.get("best_epoch_val_loss", math.inf)))
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
+from ray.tune.result import SHOULD_CHECKPOINT
 
 from search import tracking
-from search.errors import ClusterError, Interrupted, SearchError
+from search.errors import ClusterError, Interrupted, SearchError, TrackingError
 from search.space import Space, load_space
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SEARCHERS = ("random", "tpe", "bayes")
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
 PBT_KEYS = ("learning_rate", "dropout", "batch_size")
+ASHA_GRACE, ASHA_REDUCTION = 2, 3
 
 
 @dataclass
@@ -138,18 +140,69 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
     }
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            # Ray's C++ client logs every refused attempt (InvalidAuthToken, ...) straight to fd 2 for
+            # 20 s; keep that off the terminal, and give it back only if the connection succeeds.
+            with _captured_stderr() as captured:
+                ray.init(address=address, **kwargs)
+            if captured.text:
+                sys.stderr.write(captured.text)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
         raise ClusterError(_explain_connect_error(address, err)) from None
 
 
+class _captured_stderr:
+    """Redirect file descriptor 2 (C++ logs included) to a temporary file; ``.text`` after."""
+
+    text = ""
+
+    def __enter__(self) -> _captured_stderr:
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        if exc[0] is not None and self.text:
+            log.debug("Ray's output while connecting:\n%s", self.text)
+
+
+# Ray reports a refused token as a ConnectionError whose cause holds the AuthenticationError.
+_AUTH_MARKERS = ("invalidauthtoken", "authenticationerror", "unauthenticated", "authentication token")
+
+
+def _is_auth_error(err: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = f"{type(current).__name__}: {current}".lower()
+        if any(marker in text for marker in _AUTH_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _explain_connect_error(address: str | None, err: Exception) -> str:
     text = str(err)
-    if "auth" in text.lower() or "token" in text.lower():
+    if _is_auth_error(err):
+        mode = os.environ.get("RAY_AUTH_MODE", "")
+        has_token = bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                         or Path("~/.ray/auth_token").expanduser().is_file())
+        if mode.lower() != "token":
+            given = f"RAY_AUTH_MODE is {mode!r}, so no token was sent; " if mode else "no token was sent; "
+        else:
+            given = "the token given was refused; " if has_token else "no token was found; "
         return (
-            f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token and "
+            f"the Ray cluster at {address} requires token authentication: {given}set RAY_AUTH_MODE=token and "
             "RAY_AUTH_TOKEN (or put the token in ~/.ray/auth_token) to the cluster's token"
         )
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
@@ -203,7 +256,8 @@ def make_scheduler(name: str, *, max_t: int, metric: str, mode: str, seed: int, 
     if name == "fifo":
         return FIFOScheduler()
     if name == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(2, max_t), reduction_factor=3)
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(ASHA_GRACE, max_t),
+                             reduction_factor=ASHA_REDUCTION)
     if name == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=3)
     if name == "pbt":
@@ -266,6 +320,99 @@ def _configure_worker(cpu_threads: int) -> None:
     _WORKER_CONFIGURED = True
 
 
+CHECKPOINT_SCORE = "checkpoint_score"  # the metric value of the weights a reported checkpoint holds
+CHECKPOINT_SHARE = 0.02  # at most this share of a trial's time goes to optional best-model checkpoints
+
+
+def asha_milestones(max_t: int) -> frozenset[int]:
+    """The epochs at which ASHA (as ``make_scheduler`` sets it up) may stop a trial."""
+    grace, rf = min(ASHA_GRACE, max_t), ASHA_REDUCTION
+    return frozenset(grace * rf**k for k in range(64) if grace * rf**k < max_t)
+
+
+class _CheckpointPolicy:
+    """When a trial writes a .keras checkpoint, and of which weights.
+
+    With ``every`` k: the model every k epochs (PBT, ``checkpoint_every``). Otherwise the best model
+    so far by ``metric``. Saving a .keras file costs about as much as a whole epoch of a small net on
+    digits, so an improvement is written at once only while checkpoints have taken less than
+    ``share`` of the trial's time (``share`` 0: always, as with HyperBand); otherwise its weights and
+    optimizer state are kept in memory (a few ms) and written at the next point where the trial may
+    end: its final epoch (all epochs, or early stopping) and the epochs in ``at`` (where the
+    scheduler may stop it). So the best checkpoint is always the best epoch's model, and a search
+    interrupted in between resumes from an earlier best (as before, only from further back).
+    Each checkpoint is reported with ``CHECKPOINT_SCORE``, the metric of the weights it holds, which
+    is what Ray ranks checkpoints by.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], *, metric: str, mode: str, every: int, share: float,
+                 at: frozenset[int]) -> None:
+        self.cfg = cfg
+        self.metric = metric
+        self.sign = 1 if mode == "max" else -1
+        self.every = every
+        self.share = share
+        self.at = at
+        self.best: float | None = None
+        self.pending: tuple[int, float, Any] | None = None  # (epoch, value, weights) of a best not written yet
+        self.started = time.perf_counter()
+        self.spent = 0.0
+        # The last write's seconds; before the first, a guess (a small net's .keras file): so the first
+        # improvement is written at once only in a trial whose first epoch took seconds.
+        self.cost = 0.1
+
+    def __call__(self, row: Mapping[str, float], model: Any) -> tuple[str | None, float]:
+        """The folder of the checkpoint to report with ``row`` (None: none), and its score."""
+        epoch, value = int(row["epoch"]), row.get(self.metric)
+        improved = value is not None and (self.best is None or self.sign * value > self.sign * self.best)
+        if improved:
+            self.best = value
+        if self.every:
+            due = epoch % self.every == 0
+            return (self._write(model, epoch), float("nan") if value is None else value) if due else (None, 0.0)
+        may_end = bool(row.get("final")) or epoch in self.at
+        if improved:
+            elapsed = time.perf_counter() - self.started
+            if may_end or self.share <= 0 or self.spent + self.cost <= self.share * elapsed:
+                self.pending = None
+                return self._write(model, epoch), value
+            self.pending = (epoch, value, _variables(model))
+            return None, 0.0
+        if may_end and self.pending is not None:
+            best_epoch, best_value, weights = self.pending
+            self.pending = None
+            current = _variables(model)
+            _assign(model, weights)
+            try:
+                return self._write(model, best_epoch), best_value
+            finally:
+                _assign(model, current)
+        return None, 0.0
+
+    def _write(self, model: Any, epoch: int) -> str:
+        start = time.perf_counter()
+        folder = tempfile.mkdtemp(prefix="search-checkpoint-")
+        model.save(Path(folder, "model.keras"))
+        Path(folder, "state.json").write_text(json.dumps({"epoch": epoch, "config": self.cfg}))
+        self.cost = time.perf_counter() - start
+        self.spent += self.cost
+        return folder
+
+
+def _variables(model: Any) -> tuple[list[Any], list[Any]]:
+    """Copies of the model's weights and its optimizer's variables."""
+    return [v.numpy() for v in model.weights], [v.numpy() for v in model.optimizer.variables]
+
+
+def _assign(model: Any, values: tuple[list[Any], list[Any]]) -> None:
+    for variables, arrays in zip((model.weights, model.optimizer.variables), values, strict=True):
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
+
+
+_DONE = object()
+
+
 def run_trial(
     config: dict[str, Any],
     *,
@@ -276,44 +423,92 @@ def run_trial(
     metric: str,
     mode: str,
     checkpoint_every: int,
+    checkpoint_share: float = 0.0,
+    checkpoint_at: frozenset[int] = frozenset(),
 ) -> None:
-    """One trial: fit the assembled config, reporting each epoch (with a .keras checkpoint)."""
-    _configure_worker(cpu_threads)
-    import keras
+    """One trial: fit the assembled config, reporting each epoch (with .keras checkpoints, see
+    ``_CheckpointPolicy``).
 
-    from search.train import fit
+    ``tune.report`` blocks until the driver has taken the result and asked for the next one, a
+    round trip through the driver's callbacks; so the fit runs in a thread of its own and hands
+    each epoch over, and this thread reports it while the next epoch trains (one epoch ahead at
+    most). When Ray stops the trial, the fit stops after its current batch.
+    """
+    _configure_worker(cpu_threads)
+    import queue
+    import shutil
+    import threading
 
     cfg = space.assemble(config)
     if max_epochs:
         cfg["epochs"] = max_epochs
-    start_epoch, initial, weights = 0, None, None
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a resumed trial, or a PBT exploit
-        with checkpoint.as_directory() as folder:
-            state = json.loads(Path(folder, "state.json").read_text())
-            initial = keras.saving.load_model(Path(folder, "model.keras"))
-            start_epoch = int(state["epoch"])
-        if state["config"] != json.loads(json.dumps(cfg)):  # PBT mutated it: new model, trained weights
-            initial, weights = None, initial.get_weights()
-    best = {"value": None}
-    sign = 1 if mode == "max" else -1
+    # Nodes on one host share an IP; the node id tells them apart (and shows where a retried trial went).
+    node_id = ray.get_runtime_context().get_node_id()
+    policy = _CheckpointPolicy(cfg, metric=metric, mode=mode, every=checkpoint_every, share=checkpoint_share,
+                               at=checkpoint_at)
+    outbox: queue.Queue = queue.Queue(maxsize=1)
+    stopping = threading.Event()
 
-    def report(row: dict[str, float], model: keras.Model) -> None:
-        value = row.get(metric)
-        improved = value is not None and (best["value"] is None or sign * value > sign * best["value"])
-        if improved:
-            best["value"] = value
-        epoch = int(row["epoch"])
-        due = (checkpoint_every and epoch % checkpoint_every == 0) or (not checkpoint_every and improved)
-        if not due:
-            tune.report(dict(row))
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            model.save(Path(folder, "model.keras"))
-            Path(folder, "state.json").write_text(json.dumps({"epoch": epoch, "config": cfg}))
-            tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(folder))
+    def train() -> None:
+        try:
+            import keras
 
-    fit(cfg, dataset, report=report, seed=None, initial_model=initial, initial_weights=weights, initial_epoch=start_epoch)
+            from search.train import fit
+
+            start_epoch, initial, weights = 0, None, None
+            if checkpoint is not None:  # a resumed trial, or a PBT exploit
+                with checkpoint.as_directory() as folder:
+                    state = json.loads(Path(folder, "state.json").read_text())
+                    initial = keras.saving.load_model(Path(folder, "model.keras"))
+                    start_epoch = int(state["epoch"])
+                if state["config"] != json.loads(json.dumps(cfg)):  # PBT mutated it: new model, trained weights
+                    initial, weights = None, initial.get_weights()
+
+            def report(row: dict[str, float], model: keras.Model) -> None:
+                if stopping.is_set():
+                    model.stop_training = True
+                    return
+                folder, score = policy(row, model)
+                outbox.put(({**row, "node_id": node_id}, folder, score, model))
+
+            fit(cfg, dataset, report=report, seed=None, initial_model=initial, initial_weights=weights,
+                initial_epoch=start_epoch)
+            outbox.put(_DONE)
+        except BaseException as err:  # noqa: BLE001 (handed to the reporting thread, which raises it)
+            outbox.put(err)
+
+    fitting = threading.Thread(target=train, name="search-fit", daemon=True)
+    fitting.start()
+    model = None
+    try:
+        while True:
+            item = outbox.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            row, folder, score, model = item
+            try:
+                if folder is None:
+                    tune.report(row)
+                else:
+                    tune.report({**row, CHECKPOINT_SCORE: score}, checkpoint=tune.Checkpoint.from_directory(folder))
+            finally:
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+    finally:  # done, failed, or stopped by Ray (SystemExit from tune.report): end the fit thread first
+        stopping.set()
+        if model is not None:
+            model.stop_training = True
+        while fitting.is_alive() or not outbox.empty():
+            try:
+                item = outbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, tuple) and item[1] is not None:
+                shutil.rmtree(item[1], ignore_errors=True)
+        fitting.join()
 
 
 # -- the MLflow callback, on the driver -------------------------------------------------------
@@ -342,7 +537,7 @@ class MLflowCallback(tune.Callback):
         self.flush_every_s = flush_every_s
         self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best metric, its epoch), from MLflow
         self.epochs: dict[str, int] = {}
-        self._node_tagged: set[str] = set()
+        self._node_tagged: dict[str, tuple[str, str]] = {}  # trial id -> (node ip, node id) last tagged
         self._last_flush = 0.0
 
     def _config(self, trial: Any) -> dict[str, Any]:
@@ -369,10 +564,16 @@ class MLflowCallback(tune.Callback):
         metrics = {k: result[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s") if k in result}
         self.tracker.log_metrics(run_id, metrics, step=epoch)
         self.epochs[trial.trial_id] = epoch
-        node = result.get("node_ip")
-        if node and trial.trial_id not in self._node_tagged:
-            self.tracker.set_tags(run_id, {tracking.NODE: node})
-            self._node_tagged.add(trial.trial_id)
+        node = (str(result.get("node_ip") or ""), str(result.get("node_id") or ""))
+        if any(node) and self._node_tagged.get(trial.trial_id) != node:  # first result, or retried elsewhere
+            self.tracker.set_tags(run_id, {tracking.NODE: node[0], tracking.NODE_ID: node[1]})
+            self._node_tagged[trial.trial_id] = node
+        if result.get(SHOULD_CHECKPOINT):
+            # Ray continues a trial (after --resume, or on another node) from its latest checkpoint, and
+            # registers this one only after the callbacks: write every epoch up to it first, so a driver
+            # lost from here on leaves no gap in the run's history (a failed write stops the search
+            # before Ray counts the checkpoint).
+            self.tracker.flush(run_id)
         if time.monotonic() - self._last_flush > self.flush_every_s:
             self.tracker.flush()
             self._last_flush = time.monotonic()
@@ -389,8 +590,12 @@ class MLflowCallback(tune.Callback):
             step, value = pick(history, key=lambda sv: sv[1])
             self.best[trial.trial_id] = (value, step)
             self.epochs[trial.trial_id] = max(s for s, _ in history)
-            self.tracker.final_metrics(run_id, {f"best_{self.metric}": value, "best_epoch": step,
-                                                "epochs_run": self.epochs[trial.trial_id]})
+            summary = {f"best_{self.metric}": value, "best_epoch": step, "epochs_run": self.epochs[trial.trial_id]}
+            if self.metric != "val_loss":  # breaks ties in the metric (a few hundred validation examples tie often)
+                losses = dict(self.tracker.history(run_id, "val_loss"))
+                if step in losses:
+                    summary["best_epoch_val_loss"] = losses[step]
+            self.tracker.final_metrics(run_id, summary)
         self.tracker.end_run(run_id, status, tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -502,12 +707,15 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
     if opts.resume and "://" not in root and not tune.Tuner.can_restore(str(experiment_dir)):
         raise SearchError(f"nothing to resume at {experiment_dir}; check --name and --storage-path")
 
+    tracker = tracking.Tracker(uri, opts.experiment, retry_s=opts.tracking_retry_s)
+    # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
+    # does starting Ray, which mostly waits on the processes it starts: do both at once.
+    opening = _InBackground(tracker.experiment_id)
     connect(opts.address, quiet=opts.quiet)
     concurrency = resolve_concurrency(opts)
     scheduler_name = opts.scheduler or ("asha" if opts.num_samples > concurrency else "fifo")
     max_t = opts.max_epochs or space_max_epochs(space)
-
-    tracker = tracking.Tracker(uri, opts.experiment, retry_s=opts.tracking_retry_s)
+    opening.result()
     params = {
         "space": opts.space, "dataset": opts.dataset, "data_dir": opts.data_dir or "", "target": opts.target,
         "num_samples": opts.num_samples, "searcher": opts.searcher,
@@ -530,6 +738,9 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
             run_trial, space=space, dataset=dataset, max_epochs=opts.max_epochs, cpu_threads=max(1, int(opts.cpus_per_trial)),
             metric=opts.metric, mode=opts.mode,
             checkpoint_every=opts.checkpoint_every or (pbt_interval(max_t) if scheduler_name == "pbt" else 0),
+            # HyperBand may stop or pause a trial at many points: every improvement is written there.
+            checkpoint_share=0.0 if scheduler_name == "hyperband" else CHECKPOINT_SHARE,
+            checkpoint_at=asha_milestones(max_t) if scheduler_name == "asha" else frozenset(),
         ),
         {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial},
     )
@@ -553,14 +764,23 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
                 callbacks=[callback] + ([live] if live else []),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute=opts.metric, checkpoint_score_order=opts.mode
+                    num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order=opts.mode
                 ),  # the best checkpoint, and Ray always keeps the latest for resuming
                 verbose=0,
                 progress_reporter=None,
             ),
         )
-    with _quiet_ray_output(opts.quiet):
-        grid = tuner.fit()
+    resume_hint = f"`search launch --name {name} --resume`" + (f" --storage-path {opts.storage_path}" if opts.storage_path else "")
+    try:
+        with _quiet_ray_output(opts.quiet):
+            grid = tuner.fit()
+    except TrackingError as err:
+        # The callback gave up on MLflow: Tune stopped the trials and raised. Its last saved state
+        # (saved at each trial checkpoint) is what --resume continues; MLflow is not written again.
+        raise TrackingError(
+            f"{err}; the search stopped (Ray saved its state): once the tracking server at {uri} is back, "
+            f"continue it with {resume_hint}"
+        ) from None
     unfinished = interrupted_trials(grid, tracker)
     if unfinished:  # Ctrl-C: Ray saved the experiment; leave the runs for --resume to reopen
         tracker.flush()
@@ -568,10 +788,7 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
             if trial.trial_id in tracker.runs:
                 tracker.end_run(tracker.runs[trial.trial_id], "KILLED", {tracking.END_STATE: "interrupted"})
         tracker.end_run(parent, "KILLED", {"search.state": "interrupted"})
-        raise Interrupted(
-            f"search {name} interrupted with {len(unfinished)} trials unfinished; continue it with "
-            f"`search launch --name {name} --resume`" + (f" --storage-path {opts.storage_path}" if opts.storage_path else "")
-        )
+        raise Interrupted(f"search {name} interrupted with {len(unfinished)} trials unfinished; continue it with {resume_hint}")
     result = summarize(grid, tracker, space, name, opts, uri, root)
     result.wall_time_s = time.perf_counter() - started
     finish_search(tracker, result, grid)
@@ -581,15 +798,52 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
 NOTE_TAG = tracking.NOTE
 
 
+class _InBackground:
+    """Run ``fn`` in a thread now; ``result()`` waits for it and returns or raises what it did."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        import threading
+
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="search-open-tracking", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._outcome = (True, fn())
+        except BaseException as err:  # noqa: BLE001 (raised again by result())
+            self._outcome = (False, err)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+
 def describe_search(opts: LaunchOptions, space: Space, dataset: Dataset, scheduler: str, concurrency: int) -> str:
-    """The parent run's description (markdown), shown at the top of the run page."""
-    return (
-        f"**Search** `{opts.name or ''}` over space **{space.name}** ({len(space.sampled)} dimensions) on "
-        f"**{dataset.describe()}**.\n\n"
-        f"- searcher: `{opts.searcher}`, scheduler: `{scheduler}`, metric: `{opts.metric}` ({opts.mode})\n"
-        f"- budget: {opts.num_samples} trials, {concurrency} at a time, "
-        f"{opts.cpus_per_trial:g} CPU / {opts.gpus_per_trial:g} GPU each\n"
-    )
+    """The parent run's description (markdown), shown at the top of the run page.
+
+    ``finish_search`` adds a "Best trial" section, and ``search retrain`` / ``search evaluate``
+    add theirs (``search.plots.set_section``).
+    """
+    about = " ".join(space.description.split()).rstrip(".")
+    epochs = opts.max_epochs or space_max_epochs(space)
+    return "\n".join([
+        f"**Search** over space **{space.name}**" + (f" ({about})" if about else "")
+        + f", {len(space.sampled)} sampled dimensions, on **{dataset.describe()}**.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| searcher | `{opts.searcher}` |",
+        f"| scheduler | `{scheduler}` |",
+        f"| metric | `{opts.metric}` ({opts.mode}) |",
+        f"| budget | {opts.num_samples} trials of up to {epochs} epochs, {concurrency} at a time, "
+        f"{opts.cpus_per_trial:g} CPU / {opts.gpus_per_trial:g} GPU each |",
+        f"| seed | {opts.seed} |",
+        "",
+    ])
 
 
 def _refresh_callbacks(tuner: Any, callback: MLflowCallback, live: Any) -> None:
@@ -673,7 +927,35 @@ def finish_search(tracker: tracking.Tracker, result: SearchResult, grid: Any) ->
             tracker.set_tags(best.run_id, {"search.best": "true"})
         elif best.run_id:
             log.warning("no checkpoint of the best trial %s was found; its model is not logged", best.trial_id)
+    _log_report(tracker, result)
     tracker.end_run(parent, "FINISHED")
+
+
+def _log_report(tracker: tracking.Tracker, result: SearchResult) -> None:
+    """The search's plots (parent-run artifacts under ``plots/``) and the "Best trial" section of its
+    description, from the trials' configs and best metrics, in the order the trials started."""
+    from search import config as vocab
+    from search import plots
+
+    parent = result.parent_run_id
+    try:
+        started = {r.info.run_id: r.info.start_time or 0 for r in tracker.child_runs(role="trial")}
+        ordered = sorted(result.trials, key=lambda t: (started.get(t.run_id or "", math.inf), t.name))
+        trials = [{"name": t.name, "run_id": t.run_id, "config": t.config, "value": t.metric, "state": t.state,
+                   "best_epoch": t.best_epoch} for t in ordered]
+        with tempfile.TemporaryDirectory() as folder:
+            files = plots.search_plots(trials, folder, metric=result.metric, mode=result.mode, defaults=vocab.DEFAULTS)
+            for path in files:
+                tracker.log_artifact(parent, path, "plots")
+        body = plots.best_section(experiment_id=tracker.experiment_id(), parent_run_id=parent, trials=trials,
+                                  metric=result.metric, mode=result.mode, wall_time_s=result.wall_time_s,
+                                  plots=[f"plots/{p.name}" for p in files], defaults=vocab.DEFAULTS)
+        plots.update_note(lambda: tracker.mlflow.get_run(parent).data.tags.get(tracking.NOTE, ""),
+                          lambda note: tracker.set_tags(parent, {tracking.NOTE: note}), "Best trial", body)
+    except TrackingError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a plot must not cost the search its recorded result)
+        log.warning("the search's plots and summary were not written: %s", err)
 
 
 def _best_checkpoint(grid: Any, trial_id: str) -> Any:
