@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -104,8 +105,9 @@ class RayNode:
     def __init__(self, root: Path, label: str, env: dict[str, str], *, head_port: int | None = None,
                  address: str | None = None) -> None:
         self.label = label
-        self.temp_dir = root / f"ray-{label}"
-        self.temp_dir.mkdir(parents=True)
+        # Ray's socket paths live under the temp dir and must stay under 107 bytes (AF_UNIX), which
+        # pytest's tmp paths can exceed; a short folder under /tmp keeps them in bounds.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix=f"r{label[0]}", dir="/tmp"))
         args = [RAY, "start", "--num-cpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
                 "--disable-usage-stats", "--object-store-memory=200000000", f"--resources={json.dumps({label: 1})}"]
         if head_port:
