@@ -388,7 +388,7 @@ def test_ui_shows_the_search_description(store: Store, browser: Any) -> None:
 
 @pytest.mark.browser
 def test_ui_shows_a_trial_metric_charts(store: Store, browser: Any) -> None:
-    tall = HEIGHT + 450  # room for all nine charts: the grid only draws the charts in view
+    tall = HEIGHT + 900  # room for every chart (ten with best_epoch_val_loss): the grid only draws the charts in view
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": WIDTH, "height": tall, "deviceScaleFactor": 1, "mobile": False})
     try:
