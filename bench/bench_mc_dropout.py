@@ -8,8 +8,9 @@ synthetic labels: timing does not depend on what the network learned.
   notebooks did (eager Keras calls).
 * fast: ``mc_predict(model, X, samples=T)``: the first Dense runs once per input, the rest
   runs on the prefix activations tiled T times in one compiled call per chunk.
-* fast, shared masks: ``mc_predict(..., shared_masks=True)``: one dropout mask per sample
-  and chunk, shared by the chunk's examples; far fewer random numbers.
+* fast, shared masks: ``mc_predict(..., shared_masks=True)`` (what ``search evaluate`` runs):
+  one dropout mask per sample and chunk, shared by the chunk's examples, so each sample is a
+  thinner sub-network that computes only the units its masks keep (pipelines/subnetworks.py).
 
 Each path gets a warm-up call, then ``repeats`` timed calls in the same process; the best
 is reported (wall seconds, and process CPU seconds, which suffer less from other

@@ -476,30 +476,38 @@ def _apply_shared_mask(layer: Any, h: Any, samples: Any, n: Any, *, tiled: bool)
     return tf.reshape(grouped, tf.concat([[samples * n], feature_shape], 0))
 
 
-def _compiled(model: keras.Sequential, split: int, *, shared_masks: bool, jit_compile: bool) -> tuple[Callable, Callable]:
-    """The compiled (prefix, suffix) pair for ``model`` split at ``split``, cached."""
+def _compiled(model: keras.Sequential, split: int, *, suffix_kind: str, width: int, jit_compile: bool) -> tuple[Callable, Callable]:
+    """The compiled (prefix, suffix) pair for ``model`` split at ``split``, cached.
+
+    ``suffix_kind``: "tiled" (per-example masks), "shared" (one mask per sample, tiled
+    activations) or "subnetworks" (one mask per sample, only the kept units computed).
+    """
     import tensorflow as tf
 
+    from pipelines import subnetworks
+
     layers = _flat_layers(model)
-    key = (tuple(id(layer) for layer in layers), split, shared_masks, jit_compile)  # stale if layers change
+    key = (tuple(id(layer) for layer in layers), split, suffix_kind, width, jit_compile)  # stale if layers change
     per_model = _COMPILED.setdefault(model, {})
     if key not in per_model:
+        if suffix_kind == "subnetworks":
+            run = subnetworks.suffix_fn(layers[split:], width)
+        else:
+            run = _suffix_fn(layers[split:], shared_masks=suffix_kind == "shared")
         prefix = tf.function(lambda x: _run_layers(layers[:split], x), reduce_retracing=True, jit_compile=jit_compile)
-        suffix = tf.function(
-            _suffix_fn(layers[split:], shared_masks=shared_masks), reduce_retracing=True, jit_compile=jit_compile
-        )
+        suffix = tf.function(run, reduce_retracing=True, jit_compile=jit_compile)
         per_model[key] = (prefix, suffix)
     return per_model[key]
 
 
-def _widest(layers: Sequence[Any], h: Any) -> int:
-    """Largest number of features per example among ``h`` and the outputs of ``layers``."""
+def _widths(layers: Sequence[Any], h: Any) -> tuple[int, int]:
+    """Largest number of features per example among ``h`` and the outputs of ``layers``, and the output's."""
     widest = int(np.prod(h.shape[1:]))
     for layer in layers:
         if not _is_stochastic(layer):
             h = layer(h, training=False)
             widest = max(widest, int(np.prod(h.shape[1:])))
-    return widest
+    return widest, int(np.prod(h.shape[1:]))
 
 
 def _seed_generators(layers: Iterable[Any]) -> list[Any]:
@@ -551,6 +559,7 @@ def mc_predict(
     max_elements: int = 2**22,
     seed: int | None = None,
     shared_masks: bool = False,
+    subnetworks_ok: bool = True,
     jit_compile: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> MCResult:
@@ -573,7 +582,11 @@ def mc_predict(
     "sampled network" view of MC dropout). Each example's predictive distribution is the
     same as with independent masks, and far fewer random numbers are drawn, which is
     where most of the time goes on CPU; but errors are correlated across the examples of
-    a chunk. AlphaDropout layers always draw per-example noise.
+    a chunk. AlphaDropout layers always draw per-example noise. With shared masks, a dense
+    suffix (Dropout, Dense, batch norm, PReLU, elementwise activations) runs as T sampled
+    sub-networks that compute only the units each mask keeps (:mod:`pipelines.subnetworks`;
+    the same numbers up to rounding, and fewer multiply-adds); ``subnetworks_ok=False`` forces
+    the general path.
 
     ``progress(done, total, what)`` is called after each chunk, with examples done.
 
@@ -595,23 +608,34 @@ def mc_predict(
         logger.info("model has no dropout layer: MC sampling needs dropout, returning deterministic probabilities (T=1)")
         return MCResult(deterministic_predict(model, x, batch_size=batch_size)[None])
 
+    from pipelines import subnetworks
+
     layers = _flat_layers(model)
-    prefix, suffix = _compiled(model, split, shared_masks=shared_masks, jit_compile=jit_compile)
+    head = _run_layers(layers[:split], tf.constant(x[:1]))
+    widest, out_width = _widths(layers[split:], head)
+    kind = "shared" if shared_masks else "tiled"
+    if shared_masks and subnetworks_ok and head.shape.rank == 2 and subnetworks.supports(layers[split:], head.shape[1]):
+        kind = "subnetworks"
+        # one suffix call holds a chunk's activations for one sample at a time, and all samples' outputs
+        rows = max(1, max_elements // max(widest, samples * out_width))
+        block = max(rows, batch_size)
+    else:
+        rows = _chunk_rows(samples, widest, max_elements, batch_size)
+        block = batch_size
+    logger.debug("mc_predict: prefix of %d layers, %s suffix in chunks of %d rows x %d samples", split, kind, rows, samples)
+    prefix, suffix = _compiled(model, split, suffix_kind=kind, width=int(np.prod(head.shape[1:])),
+                               jit_compile=jit_compile)
     t = tf.constant(samples, dtype=tf.int32)
-    out: np.ndarray = np.empty(0)
-    rows = 0
+    out = np.empty((samples, len(x), out_width), dtype=np.float32)
     with _Seeded(layers[split:], seed):
-        for start in range(0, len(x), batch_size):
-            h = prefix(tf.constant(x[start : start + batch_size]))
-            if start == 0:
-                rows = _chunk_rows(samples, _widest(layers[split:], h[:1]), max_elements, batch_size)
-                logger.debug("mc_predict: prefix of %d layers, suffix chunks of %d rows x %d samples", split, rows, samples)
+        for start in range(0, len(x), block):
+            stop = min(start + block, len(x))
+            parts = [prefix(tf.constant(x[i : min(i + batch_size, stop)])) for i in range(start, stop, batch_size)]
+            h = parts[0] if len(parts) == 1 else tf.concat(parts, 0)
             for offset in range(0, int(h.shape[0]), rows):
                 probs = suffix(h[offset : offset + rows], t).numpy()
-                if out.size == 0:
-                    out = np.empty((samples, len(x), *probs.shape[2:]), dtype=np.float32)
                 at = start + offset
-                out[:, at : at + probs.shape[1]] = probs
+                out[:, at : at + probs.shape[1]] = probs.reshape(samples, probs.shape[1], out_width)
                 if progress is not None:
                     progress(at + probs.shape[1], len(x), f"T={samples}")
     return MCResult(_to_probs(out))

@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipelines import mc_dropout as mc
+from pipelines import subnetworks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -322,6 +323,82 @@ def test_first_dropout_index_and_deterministic_predict(keras_mod, mlp, inputs):
     assert not mc.has_dropout(zero_rate)
     det = mc.deterministic_predict(mlp, inputs, batch_size=5)
     np.testing.assert_allclose(det, np.asarray(mlp(inputs, training=False)), rtol=1e-5, atol=1e-7)
+
+
+def _bn_prelu_swish(keras):
+    """Dense (no bias), batch norm, PReLU, dropout; Dense, swish, batch norm, dropout; softmax."""
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((6,)), L.Dense(16, use_bias=False), L.BatchNormalization(), L.PReLU(), L.Dropout(0.3),
+        L.Dense(12, use_bias=False), L.BatchNormalization(), L.Activation("swish"), L.Dropout(0.3),
+        L.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # batch norm statistics and PReLU slopes far from their identity defaults
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(size=n).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=n).astype(np.float32))
+            layer.gamma.assign(rng.normal(size=n).astype(np.float32))
+            layer.beta.assign(rng.normal(size=n).astype(np.float32))
+        if isinstance(layer, L.PReLU):
+            layer.alpha.assign(rng.uniform(0.1, 0.5, size=layer.alpha.shape).astype(np.float32))
+    return model
+
+
+def _dropout_first_sigmoid(keras):
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((6,)), L.Dropout(0.2), L.Dense(16, activation="selu"), L.BatchNormalization(), L.Dropout(0.4),
+        L.Dense(1, activation="sigmoid"),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [lambda k: _mlp(k), _bn_prelu_swish, _dropout_first_sigmoid],
+                         ids=["relu-mlp", "bn-prelu-swish", "dropout-first-sigmoid"])
+def test_subnetworks_give_the_same_samples_as_masking_every_unit(keras_mod, inputs, build):
+    """With the same seed (so the same masks), computing only the kept units changes nothing but rounding."""
+    model = build(keras_mod)
+    layers = mc._flat_layers(model)
+    split = mc.first_dropout_index(model)
+    width = int(mc._run_layers(layers[:split], inputs[:1]).shape[1])
+    assert subnetworks.supports(layers[split:], width)
+    sparse = mc.mc_predict(model, inputs, samples=40, seed=11, shared_masks=True)
+    dense = mc.mc_predict(model, inputs, samples=40, seed=11, shared_masks=True, subnetworks_ok=False)
+    assert sparse.samples.shape == dense.samples.shape
+    assert sparse.std.max() > 0.01  # dropout really is on
+    np.testing.assert_allclose(sparse.samples, dense.samples, rtol=1e-5, atol=1e-6)
+
+
+def test_suffixes_the_subnetworks_cannot_run_take_the_general_path(keras_mod, inputs):
+    keras = keras_mod
+    L = keras.layers
+
+    def built(*layers):
+        return keras.Sequential([keras.Input((6,)), *layers]).layers
+
+    def suffix(*layers):
+        return built(L.Dropout(0.5), *layers)
+
+    width = 6
+    assert subnetworks.supports(suffix(L.Dense(4, activation="softmax")), width)
+    assert not subnetworks.supports(built(L.AlphaDropout(0.1), L.Dense(4)), width)
+    assert not subnetworks.supports(built(L.GaussianDropout(0.1), L.Dense(4)), width)
+    assert not subnetworks.supports(built(L.Dropout(0.5, noise_shape=(1, 6)), L.Dense(4)), width)
+    # softmax is not elementwise: it needs every unit, but the next dropout keeps only some
+    assert not subnetworks.supports(suffix(L.Dense(8, activation="softmax"), L.Dropout(0.5), L.Dense(4)), width)
+    assert not subnetworks.supports(suffix(L.Dense(8), L.Activation("softmax"), L.Dropout(0.5), L.Dense(4)), width)
+    assert not subnetworks.supports(suffix(L.Dense(8), L.LayerNormalization(), L.Dropout(0.5), L.Dense(4)), width)
+    assert not subnetworks.supports(suffix(L.Activation("relu")), width)  # no Dense layer after the dropout
+
+    keras.utils.set_random_seed(4)
+    gaussian = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu"), L.GaussianDropout(0.3),
+                                 L.Dense(3, activation="softmax")])
+    result = mc.mc_predict(gaussian, inputs, samples=20, shared_masks=True)
+    assert result.samples.shape == (20, 16, 3)
+    assert result.std.max() > 0
 
 
 def test_functional_model_is_refused(keras_mod):
