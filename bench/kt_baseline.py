@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     space = load_space(args.space)
     dataset = load_dataset("digits")
     hp = space.to_keras_tuner()
-    batch_size = int(vocab.resolve(space.assemble(space.sample(0)))["batch_size"])  # fixed in the space
+    batch_size = int(vocab.resolve(space.sample(0))["batch_size"])  # fixed in the space
     steps = max(1, math.ceil(len(dataset.train.y) / batch_size))
 
     def build(hp: keras_tuner.HyperParameters) -> object:

@@ -112,24 +112,38 @@ class WorkerSampler:
 
 
 def worker_phases(folder: Path) -> dict[str, Any]:
-    """Seconds per phase over the trial threads of all sampled workers."""
+    """Seconds per (thread, phase) over the trial threads of all sampled workers.
+
+    A trial has two threads: the fit thread (``train`` in run_trial) trains and hands each epoch
+    over; the trial's own thread (``run_trial``) imports TF, then passes each epoch to
+    ``tune.report`` and otherwise waits for the next one.
+    """
     phases: collections.Counter = collections.Counter()
-    total = 0
+    totals: collections.Counter = collections.Counter()
     for path in folder.glob("worker-*.txt"):
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
-            if "run_trial (search/tuner.py" not in stack:
+            if "train (search/tuner.py" in stack:
+                thread = "fit thread"
+            elif "run_trial (search/tuner.py" in stack:
+                thread = "trial thread"
+            else:
                 continue  # Ray's own threads, idle between trials
             n = int(count)
-            total += n
+            totals[thread] += n
             frames = re.sub(r":\d+\)", ")", stack)
             for phase, needles in PHASES:
                 if any(needle in frames for needle in needles):
-                    phases[phase] += n
+                    phases[(thread, phase)] += n
                     break
             else:
-                phases["other (session, checkpoint restore, threads)"] += n
-    return {"total_s": total / RATE, "phases_s": {k: v / RATE for k, v in phases.most_common()}}
+                rest = ("waiting for the next epoch (idle)" if thread == "trial thread"
+                        else "other (checkpoint restore, session)")
+                phases[(thread, rest)] += n
+    return {
+        "total_s": {k: v / RATE for k, v in totals.items()},
+        "phases_s": {f"{thread}: {phase}": v / RATE for (thread, phase), v in phases.most_common()},
+    }
 
 
 def profiled_search(quick: bool, folder: Path) -> dict[str, Any]:
@@ -270,10 +284,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     ]
     workers = search.get("workers")
     if workers:
-        total = workers["total_s"] or 1.0
-        rows = [(phase, secs, f"{100 * secs / total:.1f}%") for phase, secs in workers["phases_s"].items()]
-        lines += ["Inside the trial threads of the Ray workers (py-spy, all trials added up):", "",
-                  common.md_table(rows, ["phase", "seconds", "share"]), ""]
+        rows = [(phase, secs, f"{100 * secs / (workers['total_s'].get(phase.split(':')[0]) or 1.0):.1f}%")
+                for phase, secs in workers["phases_s"].items()]
+        lines += ["Inside the trials' threads in the Ray workers (py-spy wall-clock samples, idle included, all "
+                  "trials added up; the share is of that thread's time):", "",
+                  common.md_table(rows, ["thread: phase", "seconds", "share of the thread"]), ""]
     else:
         lines += ["(py-spy is not installed: no worker profile.)", ""]
     drows = [(step, secs) for step, secs in search["driver"].items()]

@@ -98,6 +98,11 @@ def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], repo
     class EpochLog(keras.callbacks.Callback):
         """Times each epoch, reads the learning rate, and hands the row to ``report``."""
 
+        # The NaN check below may run after its batch, in Keras's callback thread: Keras waits for it
+        # before on_epoch_end. Without this, a batch-end hook makes Keras turn every batch's logs into
+        # Python floats in the training loop, a device sync per batch.
+        async_safe = True
+
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._start = time.perf_counter()
             self._epoch = epoch + 1
