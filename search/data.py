@@ -3,7 +3,8 @@
 ``load_dataset`` turns a name or a path into a ``Dataset`` with three fixed splits:
 
 - ``digits`` (the default): scikit-learn's bundled 8x8 digits, pixels scaled to [0, 1], split
-  60/20/20 (train/valid/test), stratified, with a fixed seed.
+  60/20/20 (train/valid/test), stratified, with a fixed seed; the splits are cached in
+  ``cache_dir()`` so that later commands skip scikit-learn's import.
 - ``mnist`` and ``fashion_mnist``: the four standard IDX ``.gz`` files, found in ``data_dir``,
   ``$SEARCH_DATA_DIR`` or Keras's cache, else downloaded through Keras. Pixels are scaled to
   [0, 1]; the last 1/12 of the training images (5,000 of 60,000) is the validation split and
@@ -143,14 +144,63 @@ def _load_file(path: Path, *, target: str) -> Dataset:
 
 
 def load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits, pixels in [0, 1], split 60/20/20 stratified with seed 0."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    """scikit-learn's 8x8 digits, pixels in [0, 1], split 60/20/20 stratified with seed 0.
 
-    bunch = sk_load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)
-    y = bunch.target.astype(np.int64)
-    train, valid, test = _split_three(x, y, valid_fraction=0.2, test_fraction=0.2, what="digits")
+    The splits are cached (see ``cache_dir``): importing scikit-learn costs seconds on every
+    ``search`` command, reading the cache milliseconds.
+    """
+    cached = _read_split_cache("digits")
+    if cached is not None:
+        train, valid, test = cached
+    else:
+        from sklearn.datasets import load_digits as sk_load_digits
+
+        bunch = sk_load_digits()
+        x = (bunch.images / 16.0).astype(np.float32)
+        y = bunch.target.astype(np.int64)
+        train, valid, test = _split_three(x, y, valid_fraction=0.2, test_fraction=0.2, what="digits")
+        _write_split_cache("digits", (train, valid, test))
     return Dataset("digits", train, valid, test, 10, tuple(str(i) for i in range(10)))
+
+
+def cache_dir() -> Path:
+    """Where split caches live: ``$SEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/search``, else ``~/.cache/search``."""
+    env = os.environ.get("SEARCH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "search")
+
+
+def _split_cache_path(name: str) -> Path:
+    from importlib.metadata import version
+
+    # The splits depend on scikit-learn's splitter and on the seed; a new version gets a new file.
+    return cache_dir() / f"{name}-splits-sklearn{version('scikit-learn')}-seed{SPLIT_SEED}.npz"
+
+
+def _read_split_cache(name: str) -> tuple[Split, Split, Split] | None:
+    path = _split_cache_path(name)
+    try:
+        with np.load(path) as f:
+            return tuple(Split(f[f"{part}_x"], f[f"{part}_y"]) for part in ("train", "valid", "test"))  # type: ignore[return-value]
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001 (a damaged cache is rebuilt, never trusted)
+        logger.info("ignoring the unreadable split cache %s (%s); rebuilding it", path, err)
+        return None
+
+
+def _write_split_cache(name: str, splits: tuple[Split, Split, Split]) -> None:
+    path = _split_cache_path(name)
+    arrays = {f"{part}_{k}": getattr(split, k) for part, split in zip(("train", "valid", "test"), splits) for k in "xy"}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(partial, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(partial, path)  # atomic: concurrent writers leave one whole file
+    except OSError as err:  # a read-only home only costs the next command the same seconds
+        logger.debug("could not write the split cache %s: %s", path, err)
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)

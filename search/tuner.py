@@ -700,10 +700,9 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
     space = load_space(opts.space)
     uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_reachable(uri)
-    # Loading the data (digits imports scikit-learn: seconds), importing mlflow and opening the store (a
-    # new SQLite store creates its tables: seconds), and starting Ray, which mostly waits on the processes
-    # it starts, all run at once.
-    loading = _InBackground(lambda: load_dataset(opts.dataset, data_dir=opts.data_dir, target=opts.target))
+    # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
+    # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
+    dataset = load_dataset(opts.dataset, data_dir=opts.data_dir, target=opts.target)
     name = opts.name or default_name(opts.space, opts.dataset)
     root = storage_root(opts.storage_path)
     experiment_dir = Path(root, name)
@@ -711,9 +710,10 @@ def launch(opts: LaunchOptions, *, progress: Callable[[str], None] | None = None
         raise SearchError(f"nothing to resume at {experiment_dir}; check --name and --storage-path")
 
     tracker = tracking.Tracker(uri, opts.experiment, retry_s=opts.tracking_retry_s)
+    # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
+    # does starting Ray, which mostly waits on the processes it starts: do both at once.
     opening = _InBackground(tracker.experiment_id)
     connect(opts.address, quiet=opts.quiet)
-    dataset = loading.result()
     concurrency = resolve_concurrency(opts)
     scheduler_name = opts.scheduler or ("asha" if opts.num_samples > concurrency else "fifo")
     max_t = opts.max_epochs or space_max_epochs(space)

@@ -133,6 +133,59 @@ def test_digits_splits_do_not_overlap(digits: Dataset) -> None:
     assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
 
 
+def _sklearn_digits_splits() -> list[np.ndarray]:
+    """The digits splits computed here with scikit-learn directly: test first, then valid from the rest."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x, y = (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+    rest_x, test_x, rest_y, test_y = train_test_split(x, y, test_size=360, stratify=y, random_state=0)
+    train_x, valid_x, train_y, valid_y = train_test_split(rest_x, rest_y, test_size=359, stratify=rest_y, random_state=0)
+    return [train_x, train_y, valid_x, valid_y, test_x, test_y]
+
+
+def _arrays(ds: Dataset) -> list[np.ndarray]:
+    return [a for split in (ds.train, ds.valid, ds.test) for a in (split.x, split.y)]
+
+
+def test_digits_split_cache_gives_the_same_splits_and_skips_sklearn(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    expected = _sklearn_digits_splits()
+    first = load_dataset("digits")  # computes and writes the cache
+    files = list((tmp_path / "cache").glob("digits-splits-*.npz"))
+    assert len(files) == 1
+    second = load_dataset("digits")  # reads it
+    for got_first, got_second, want in zip(_arrays(first), _arrays(second), expected, strict=True):
+        np.testing.assert_array_equal(got_first, want)
+        np.testing.assert_array_equal(got_second, want)
+    # a fresh process with the cache in place never imports scikit-learn
+    code = "import sys; from search.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_damaged_or_unwritable_split_cache_is_rebuilt_or_skipped(tmp_path, monkeypatch) -> None:
+    expected = _sklearn_digits_splits()
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    load_dataset("digits")
+    (path,) = (tmp_path / "cache").glob("digits-splits-*.npz")
+    path.write_bytes(b"not an npz file")
+    for got, want in zip(_arrays(load_dataset("digits")), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with np.load(path) as f:  # rewritten whole
+        assert f["test_x"].shape == (360, 8, 8)
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SEARCH_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    for got, want in zip(_arrays(load_dataset("digits")), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_default_is_digits() -> None:
     assert load_dataset().name == "digits"
 
