@@ -67,7 +67,8 @@ def run(quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
         f"{TARGET_WALL}×{over}) "
         f"while training {compute:.2f}× the epochs: the fixed start-up (Ray, MLflow, TF in the workers) is paid by both.",
         f"Best val_accuracy: **target {'met' if met_best else 'not met'}**: ASHA {asha['best_val_accuracy']:.4f}, "
-        f"FIFO {fifo['best_val_accuracy']:.4f} ({gap:.2f} points below; target ≤ {TARGET_POINTS}).",
+        f"FIFO {fifo['best_val_accuracy']:.4f} ({abs(gap):.2f} points {'below' if gap > 0 else 'above'}; target: at most "
+        f"{TARGET_POINTS} below).",
     ]
     section = "\n".join([
         f"Command: `python -m bench.bench_scheduler{' --quick' if quick else ''}` "

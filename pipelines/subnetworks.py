@@ -82,6 +82,9 @@ def _plan(layers: Sequence[Any], width: int) -> tuple[list[_Step], list[Any]] | 
         kinds.append(kind)
         if kind == "dense":
             width = int(layer.kernel.shape[1])
+    for i in dropouts[1:]:  # each later dropout must follow a Dense layer, which computes only its kept units
+        if next(kinds[j] for j in range(i - 1, -1, -1) if kinds[j] in ("dropout", "dense")) != "dense":
+            return None
     mask_of = {i: n for n, i in enumerate(dropouts)}
     steps = []
     for i, (layer, kind) in enumerate(zip(layers[: after_last + 1], kinds, strict=True)):

@@ -392,6 +392,7 @@ def test_suffixes_the_subnetworks_cannot_run_take_the_general_path(keras_mod, in
     assert not subnetworks.supports(suffix(L.Dense(8), L.Activation("softmax"), L.Dropout(0.5), L.Dense(4)), width)
     assert not subnetworks.supports(suffix(L.Dense(8), L.LayerNormalization(), L.Dropout(0.5), L.Dense(4)), width)
     assert not subnetworks.supports(suffix(L.Activation("relu")), width)  # no Dense layer after the dropout
+    assert not subnetworks.supports(suffix(L.Dropout(0.3), L.Dense(4)), width)  # two dropouts in a row
 
     keras.utils.set_random_seed(4)
     gaussian = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu"), L.GaussianDropout(0.3),
