@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines import subnetworks  # TF is imported inside its functions only
+
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
@@ -484,8 +486,6 @@ def _compiled(model: keras.Sequential, split: int, *, suffix_kind: str, width: i
     """
     import tensorflow as tf
 
-    from pipelines import subnetworks
-
     layers = _flat_layers(model)
     key = (tuple(id(layer) for layer in layers), split, suffix_kind, width, jit_compile)  # stale if layers change
     per_model = _COMPILED.setdefault(model, {})
@@ -607,8 +607,6 @@ def mc_predict(
     if split is None:
         logger.info("model has no dropout layer: MC sampling needs dropout, returning deterministic probabilities (T=1)")
         return MCResult(deterministic_predict(model, x, batch_size=batch_size)[None])
-
-    from pipelines import subnetworks
 
     layers = _flat_layers(model)
     head = _run_layers(layers[:split], tf.constant(x[:1]))
