@@ -17,6 +17,7 @@ numpy is imported here at import time; scikit-learn and Keras are imported where
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import logging
@@ -193,14 +194,16 @@ def _read_split_cache(name: str) -> tuple[Split, Split, Split] | None:
 def _write_split_cache(name: str, splits: tuple[Split, Split, Split]) -> None:
     path = _split_cache_path(name)
     arrays = {f"{part}_{k}": getattr(split, k) for part, split in zip(("train", "valid", "test"), splits) for k in "xy"}
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(partial, "wb") as f:
             np.savez(f, **arrays)
         os.replace(partial, path)  # atomic: concurrent writers leave one whole file
     except OSError as err:  # a read-only home only costs the next command the same seconds
         logger.debug("could not write the split cache %s: %s", path, err)
+        with contextlib.suppress(OSError):  # a full disk must not leave half a file behind
+            partial.unlink()
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)
