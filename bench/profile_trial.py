@@ -23,7 +23,6 @@ import collections
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,9 +41,9 @@ RATE = 25  # py-spy samples per second
 
 # phase -> frame substrings (first match wins, in this order)
 PHASES = (
-    ("TF import + thread config", ("_configure_worker (search/tuner.py",)),
-    ("checkpoint write (.keras)", ("_CheckpointPolicy._write", "Model.save (keras")),
-    ("weights copy (best kept in memory)", ("_variables (search/tuner.py",)),
+    ("TF import + thread config", ("_configure_worker (search/tune/trainable.py",)),
+    ("checkpoint write (.keras)", ("CheckpointPolicy._write", "Model.save (keras")),
+    ("weights copy (best kept in memory)", ("_variables (search/tune/trainable.py",)),
     ("tracing (first call of each tf.function)", ("trace_function (tensorflow",)),
     ("model build + compile", ("build_model (search/model.py",)),
     ("compiled train/eval steps", ("ConcreteFunction._call_flat",)),
@@ -123,9 +122,9 @@ def worker_phases(folder: Path) -> dict[str, Any]:
     for path in folder.glob("worker-*.txt"):
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
-            if "train (search/tuner.py" in stack:
+            if "_train (search/tune/trainable.py" in stack:
                 thread = "fit thread"
-            elif "run_trial (search/tuner.py" in stack:
+            elif "report_epochs (search/tune/trainable.py" in stack or "run_trial (search/tune/trainable.py" in stack:
                 thread = "trial thread"
             else:
                 continue  # Ray's own threads, idle between trials
@@ -149,14 +148,15 @@ def worker_phases(folder: Path) -> dict[str, Any]:
 def profiled_search(quick: bool, folder: Path) -> dict[str, Any]:
     from pyinstrument import Profiler
 
-    from search.tuner import LaunchOptions, launch
+    from search.tune import LaunchOptions
+    from search.tune.launch import launch
 
     sampler = WorkerSampler(folder)
     sampler.start()
     profiler = Profiler(interval=0.005)
     profiler.start()
     start = time.perf_counter()
-    result = launch(LaunchOptions(
+    result = launch(LaunchOptions.from_flat(
         space=str(common.SPACES / "overhead.yaml"), num_samples=8, max_epochs=8 if quick else 20, searcher="random",
         scheduler="fifo", concurrency=2, tracking_uri=f"sqlite:///{folder}/mlflow.db", storage_path=str(folder / "ray"),
         name="profile", quiet=True, seed=0))
@@ -177,7 +177,7 @@ def driver_phases(profiler: Any) -> dict[str, float]:
 
     def walk(frame: Any) -> None:
         name = frame.function
-        if name == "launch" and "search/tuner.py" in (frame.file_path or ""):
+        if name == "run" and "search/tune/launch.py" in (frame.file_path or ""):
             for child in frame.children:
                 label = child.function
                 out[label] = out.get(label, 0.0) + child.time
@@ -197,7 +197,7 @@ def thread_check() -> dict[str, Any]:
 
     from search.data import load_dataset
     from search.space import load_space
-    from search.tuner import run_trial
+    from search.tune.trainable import run_trial
 
     def probe(config: dict, **kw: Any) -> None:
         preloaded = "tensorflow" in sys.modules
@@ -232,7 +232,7 @@ from search.data import load_dataset
 from search.model import build_model
 from search.space import load_space
 from search.train import make_tf_dataset
-from search.tuner import _variables
+from search.tune.trainable import _variables
 cfg = vocab.resolve(load_space({str(common.SPACES / 'epoch.yaml')!r}).assemble({{}}))
 ds = load_dataset("digits")
 m = build_model(cfg, ds.input_shape, ds.n_classes, steps_per_epoch=34)

@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from search import tracking
+from search.tracking import tags
+from search.tracking.description import retrain_section
 from search.errors import SearchError
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
-PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
 
 
 @dataclass
@@ -132,15 +135,13 @@ def retrain(
         raise SearchError(f"--epochs must be at least 1, got {epochs}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
-    parent = tracking.find_parent(uri, experiment, name=name, run_id=parent_run)
-    metric = parent.data.params.get("metric", "val_accuracy")
-    mode = parent.data.params.get("mode", "max")
-    trials = tracking.trials_of(uri, parent, f"best_{metric}", mode)
+    record = tracking.SearchRecord.find(uri, experiment, name=name, run_id=parent_run)
+    metric = record.metric
+    trials = record.ranked_trials()
     if not trials:
-        raise SearchError(f"search {parent.info.run_name} has no finished trial with {metric}; nothing to retrain")
-    dataset = _dataset(parent, data_dir)
-    tracker = tracking.Tracker(uri, experiment=_experiment_name(uri, parent))
-    tracker.parent_run_id = parent.info.run_id
+        raise SearchError(f"search {record.name} has no finished trial with {metric}; nothing to retrain")
+    dataset = _dataset(record.params, data_dir)
+    tracker = record.writer()
 
     picks = trials[:2] if compare_runner_up and len(trials) > 1 else trials[:1]
     total = seeds * len(picks)
@@ -148,8 +149,8 @@ def retrain(
     best_model: Any = None
     for rank, trial in enumerate(picks):
         cfg = tracking.config_of(trial)
-        n_epochs = epochs or int(trial.data.metrics.get("best_epoch") or cfg.get("epochs") or 20)
-        entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, trial.data.metrics[f"best_{metric}"], cfg, n_epochs)
+        n_epochs = epochs or int(trial.data.metrics.get(tags.BEST_EPOCH) or cfg.get("epochs") or 20)
+        entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, record.score(trial), cfg, n_epochs)
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
@@ -163,43 +164,35 @@ def retrain(
     best, runner_up = results[0], (results[1] if len(results) > 1 else None)
     lead = None
     if len(trials) > 1:
-        lead = abs(trials[0].data.metrics[f"best_{metric}"] - trials[1].data.metrics[f"best_{metric}"])
+        lead = abs(record.score(trials[0]) - record.score(trials[1]))
     text = verdict(best, runner_up, lead, metric)
     model, seed_run = best_model
-    model_uri = _log_model(tracker, seed_run.run_id, model, dataset, register)
-    tracker.set_tags(parent.info.run_id, {"search.best_retrain_run_id": seed_run.run_id, "search.model_uri": model_uri})
-    tracker.final_metrics(parent.info.run_id, {"retrain_test_accuracy_mean": best.accuracy_mean,
-                                               "retrain_test_accuracy_std": best.accuracy_std})
-    _describe(tracker, parent, results, text, model_uri, register)
+    example = np.asarray(dataset.test.x[:5], dtype="float32")
+    model_uri = tracking.log_keras_model(tracker, seed_run.run_id, model, example, register)
+    tracker.set_tags(record.run_id, {tags.BEST_RETRAIN_RUN_ID: seed_run.run_id, tags.MODEL_URI: model_uri})
+    tracker.final_metrics(record.run_id, {"retrain_test_accuracy_mean": best.accuracy_mean,
+                                          "retrain_test_accuracy_std": best.accuracy_std})
+    _describe(record, results, text, model_uri, register)
     return RetrainResult(
-        search=parent.info.run_name, parent_run_id=parent.info.run_id, tracking_uri=uri, metric=metric, best=best,
+        search=record.name, parent_run_id=record.run_id, tracking_uri=uri, metric=metric, best=best,
         model_uri=model_uri, best_seed_run_id=seed_run.run_id, registered=register, runner_up=runner_up, verdict=text,
     )
 
 
-def _describe(tracker: tracking.Tracker, parent: Any, results: list[ConfigRetrain], verdict_text: str, model_uri: str,
+def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdict_text: str, model_uri: str,
               register: str | None) -> None:
     """The "Retrain" section of the search's description: test accuracy mean ± std, the runs linked."""
-    from search import plots
-
     entries = [{**asdict(c), "label": "best" if i == 0 else "runner-up", "accuracy_mean": c.accuracy_mean,
                 "accuracy_std": c.accuracy_std, "loss_mean": c.loss_mean, "loss_std": c.loss_std}
                for i, c in enumerate(results)]
-    body = plots.retrain_section(experiment_id=parent.info.experiment_id, entries=entries, verdict=verdict_text,
-                                 model_uri=model_uri, registered=register)
-    run_id = parent.info.run_id
-    plots.update_note(lambda: tracker.mlflow.get_run(run_id).data.tags.get(tracking.NOTE, ""),
-                      lambda note: tracker.set_tags(run_id, {tracking.NOTE: note}), "Retrain", body)
+    body = retrain_section(experiment_id=record.experiment_id, entries=entries, verdict=verdict_text,
+                           model_uri=model_uri, registered=register)
+    record.update_section("Retrain", body)
 
 
-def _experiment_name(uri: str, parent: Any) -> str:
-    return tracking.client(uri).get_experiment(parent.info.experiment_id).name
-
-
-def _dataset(parent: Any, data_dir: str | None) -> Any:
+def _dataset(params: Mapping[str, str], data_dir: str | None) -> Any:
     from search.data import load_dataset
 
-    params = parent.data.params
     return load_dataset(params.get("dataset", "digits"), data_dir=data_dir or params.get("data_dir") or None,
                         target=params.get("target", "label"))
 
@@ -213,7 +206,7 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
     name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
     run_id = tracker.start_child(
         name, {**entry.config, "epochs": entry.epochs, "seed": seed},
-        {tracking.ROLE: "retrain", "search.retrain_of": entry.trial_run_id, "search.seed": str(seed), "search.rank": role},
+        {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.SEED: str(seed), tags.RANK: role},
     )
 
     def report(row: dict[str, float], _model: Any) -> None:
@@ -224,39 +217,8 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
     test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
     scores = evaluate(result.model, test)
     if not all(math.isfinite(v) for v in scores.values()):
-        tracker.end_run(run_id, "FAILED", {tracking.FAIL_REASON: "non-finite test metrics"})
+        tracker.end_run(run_id, "FAILED", {tags.FAIL_REASON: "non-finite test metrics"})
         raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
-    tracker.final_metrics(run_id, {"test_accuracy": scores["accuracy"], "test_loss": scores["loss"]})
+    tracker.final_metrics(run_id, {tags.TEST_ACCURACY: scores["accuracy"], tags.TEST_LOSS: scores["loss"]})
     tracker.end_run(run_id, "FINISHED")
     return SeedRun(seed, run_id, scores["accuracy"], scores["loss"]), result.model
-
-
-def _log_model(tracker: tracking.Tracker, run_id: str, model: Any, dataset: Any, register: str | None) -> str:
-    """Log the model with MLflow's Keras flavor (signature and input example); register it.
-
-    ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
-    before creating the model folder), so the flavor is saved with ``save_model`` into a folder
-    made first, then logged as the run's ``model`` artifact.
-    """
-    import os
-    import tempfile
-
-    import mlflow
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    example = np.asarray(dataset.test.x[:5], dtype="float32")
-    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model")
-        os.makedirs(path)
-        mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
-        tracker._retry(lambda: tracker.mlflow.log_artifacts(run_id, path, "model"), "the model")
-    model_uri = f"runs:/{run_id}/model"
-    if register:
-        mlflow.set_tracking_uri(tracker.uri)
-        version = mlflow.register_model(model_uri, register)
-        model_uri_registered = f"models:/{register}/{version.version}"
-        tracker.set_tags(run_id, {"search.registered_model": model_uri_registered})
-    tracker.set_tags(run_id, {"search.model_uri": model_uri, "search.best_seed": "true"})
-    return model_uri

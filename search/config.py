@@ -10,7 +10,7 @@ for example); ``RULES`` states those conditions once, and both the space compile
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,14 +136,22 @@ DEFAULTS: dict[str, Any] = {k.name: k.default for k in _KEYS}
 
 @dataclass(frozen=True)
 class Rule:
-    """``key`` only applies when ``on`` holds one of ``values``."""
+    """``key`` only applies when one of ``when`` holds: each is a key and the values it must hold."""
 
     key: str
-    on: str
-    values: tuple[Any, ...]
+    when: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    def holds(self, config: Mapping[str, Any]) -> bool:
+        """Whether the rule lets ``key`` apply in ``config`` (missing keys read as their defaults)."""
+        return any(config.get(on, DEFAULTS[on]) in values for on, values in self.when)
 
     def describe(self) -> str:
-        return f"{self.key} only applies when {self.on} is one of {', '.join(map(str, self.values))}"
+        alternatives = " or ".join(f"{on} is one of {', '.join(map(str, values))}" for on, values in self.when)
+        return f"{self.key} only applies when {alternatives}"
+
+
+def _rule(key: str, on: str, *values: Any) -> Rule:
+    return Rule(key, ((on, values),))
 
 
 @dataclass(frozen=True)
@@ -160,16 +168,17 @@ class OptionRule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("momentum", "optimizer", ("momentum", "nesterov")),
-    Rule("rho", "optimizer", ("rmsprop",)),
-    Rule("beta_1", "optimizer", ("adam", "adamax", "nadam", "adamw")),
-    Rule("beta_2", "optimizer", ("adam", "adamax", "nadam", "adamw")),
-    Rule("weight_decay", "optimizer", ("adamw",)),
-    Rule("bn_momentum", "batch_norm", ("before", "after")),
-    Rule("schedule_epochs", "lr_schedule", ("power", "exponential", "piecewise")),
-    Rule("schedule_factor", "lr_schedule", ("piecewise", "plateau")),
-    Rule("schedule_patience", "lr_schedule", ("plateau",)),
-    Rule("schedule_max_lr", "lr_schedule", ("one_cycle",)),
+    _rule("momentum", "optimizer", "momentum", "nesterov"),
+    _rule("rho", "optimizer", "rmsprop"),
+    _rule("beta_1", "optimizer", "adam", "adamax", "nadam", "adamw"),
+    _rule("beta_2", "optimizer", "adam", "adamax", "nadam", "adamw"),
+    _rule("weight_decay", "optimizer", "adamw"),
+    # Every BatchNormalization layer reads it: the hidden ones and the one on the inputs.
+    Rule("bn_momentum", (("batch_norm", ("before", "after")), ("input_batch_norm", (True,)))),
+    _rule("schedule_epochs", "lr_schedule", "power", "exponential", "piecewise"),
+    _rule("schedule_factor", "lr_schedule", "piecewise", "plateau"),
+    _rule("schedule_patience", "lr_schedule", "plateau"),
+    _rule("schedule_max_lr", "lr_schedule", "one_cycle"),
 )
 RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}
 
@@ -217,7 +226,7 @@ def _key(name: str) -> Key:
 def applies(key: str, config: Mapping[str, Any]) -> bool:
     """Whether ``key`` applies in ``config`` (missing keys read as their defaults)."""
     rule = RULES_BY_KEY.get(key)
-    return rule is None or config.get(rule.on, DEFAULTS[rule.on]) in rule.values
+    return rule is None or rule.holds(config)
 
 
 def check_config(config: Mapping[str, Any]) -> None:
@@ -246,3 +255,59 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     check_config(config)
     full = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or KEYS[k].nullable}}
     return {k: v for k, v in full.items() if applies(k, full)}
+
+
+class TrialConfig(Mapping[str, Any]):
+    """One trial's config, checked and resolved once: every key that applies, over the defaults.
+
+    Immutable. As a mapping it holds exactly the keys that apply (``momentum`` only for the
+    momentum optimizers); attribute access reads any key, falling back to its default where it
+    does not apply, which is what the model builder wants. ``TrialConfig.of`` returns a
+    ``TrialConfig`` unchanged, so passing one down the calls never resolves it again.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_values", resolve(config))
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> TrialConfig:
+        """``config`` as a ``TrialConfig``: itself if it already is one."""
+        return config if isinstance(config, TrialConfig) else cls(config)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in KEYS:
+            raise AttributeError(name)
+        return self._values.get(name, DEFAULTS[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"TrialConfig is immutable; use .replace({name}=...)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TrialConfig, (dict(self._values),))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._values) == dict(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"TrialConfig({self._values!r})"
+
+    def replace(self, **changes: Any) -> TrialConfig:
+        """A new config with ``changes`` applied (and resolved)."""
+        return TrialConfig({**self._values, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)

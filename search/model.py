@@ -25,14 +25,19 @@ Layer names, in order (``i`` counts hidden layers from 1)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 
-from search import config as config_module
+from search.config import TrialConfig
 from search.errors import ConfigError
+from search.optimizers import (
+    OneCycle,
+    build_optimizer,
+    build_schedule,
+    schedule_callbacks,
+)
 
 __all__ = [
     "MCAlphaDropout",
@@ -47,177 +52,6 @@ __all__ = [
     "to_mc",
 ]
 
-_DEFAULTS = config_module.DEFAULTS
-
-# Fractions of the run for the 1cycle phases (Smith 2018, as in Géron ch. 11): warm up over
-# the first 45%, come back down over the next 45%, annihilate over the last 10%.
-_ONE_CYCLE_UP = 0.45
-_ONE_CYCLE_DOWN = 0.90
-
-
-def _get(cfg: Mapping[str, Any], key: str) -> Any:
-    """``cfg[key]``, or the key's default where ``resolve`` dropped it as not applying."""
-    value = cfg.get(key)
-    return _DEFAULTS[key] if value is None else value
-
-
-# --------------------------------------------------------------------------- schedules
-
-
-@keras.saving.register_keras_serializable(package="search")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Smith's 1cycle learning rate, counted in optimizer steps.
-
-    With ``L = max(total_steps - 1, 1)`` the index of the run's last step:
-
-    * steps ``0 .. 0.45 L``: linear warm-up from ``initial_lr`` to ``max_lr``;
-    * steps ``0.45 L .. 0.9 L``: linear back down from ``max_lr`` to ``initial_lr``;
-    * steps ``0.9 L .. L``: linear annihilation from ``initial_lr`` to ``final_lr``
-      (``initial_lr / 1000`` unless given), which the last step uses; later steps stay there.
-
-    Written with ``keras.ops`` so it runs inside a compiled train step.
-    """
-
-    def __init__(
-        self,
-        initial_lr: float,
-        max_lr: float,
-        total_steps: int,
-        final_lr: float | None = None,
-        name: str = "OneCycle",
-    ):
-        super().__init__()
-        if total_steps < 1:
-            raise ValueError(f"OneCycle: total_steps >= 1 must hold, but got {total_steps}")
-        self.initial_lr = float(initial_lr)
-        self.max_lr = float(max_lr)
-        self.total_steps = int(total_steps)
-        self.final_lr = float(initial_lr) / 1000.0 if final_lr is None else float(final_lr)
-        self.name = name
-
-    def __call__(self, step):
-        ops = keras.ops
-        last = float(max(self.total_steps - 1, 1))
-        up_end = _ONE_CYCLE_UP * last
-        down_end = _ONE_CYCLE_DOWN * last
-        t = ops.minimum(ops.cast(step, "float32"), last)
-        lr0, peak, final = self.initial_lr, self.max_lr, self.final_lr
-        # each phase is written from the end it lands on, so that end is exact in float32
-        up = lr0 + (peak - lr0) * t / up_end
-        down = lr0 + (peak - lr0) * (down_end - t) / (down_end - up_end)
-        anneal = final + (lr0 - final) * (last - t) / (last - down_end)
-        return ops.where(t <= up_end, up, ops.where(t <= down_end, down, anneal))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "max_lr": self.max_lr,
-            "total_steps": self.total_steps,
-            "final_lr": self.final_lr,
-            "name": self.name,
-        }
-
-
-def build_schedule(
-    config: Mapping[str, Any], *, steps_per_epoch: int = 1
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The learning rate the optimizer gets: a float, or a schedule over optimizer steps.
-
-    ``t`` counts optimizer steps and ``s = schedule_epochs * steps_per_epoch``:
-
-    * ``constant`` and ``plateau``: ``learning_rate`` (plateau adds a callback, see
-      ``schedule_callbacks``);
-    * ``power``: ``lr0 / (1 + t/s)`` (``InverseTimeDecay``);
-    * ``exponential``: ``lr0 * 0.1 ** (t/s)`` (``ExponentialDecay``);
-    * ``piecewise``: ``lr0 * schedule_factor ** floor(t/s)``, with drops listed up to the
-      run's ``epochs`` (``PiecewiseConstantDecay``; Keras keeps a value while
-      ``step <= boundary``, so the boundaries are ``ceil(k*s) - 1``);
-    * ``one_cycle``: ``OneCycle`` over ``epochs * steps_per_epoch`` steps, peaking at
-      ``schedule_max_lr``.
-    """
-    cfg = config_module.resolve(config)
-    if steps_per_epoch < 1:
-        raise ConfigError(f"steps_per_epoch >= 1 must hold, but got {steps_per_epoch}")
-    lr0 = float(cfg["learning_rate"])
-    kind = cfg["lr_schedule"]
-    schedules = keras.optimizers.schedules
-    if kind in ("constant", "plateau"):
-        return lr0
-    if kind in ("power", "exponential", "piecewise"):
-        s = float(_get(cfg, "schedule_epochs")) * steps_per_epoch
-        if kind == "power":
-            return schedules.InverseTimeDecay(lr0, decay_steps=s, decay_rate=1.0)
-        if kind == "exponential":
-            return schedules.ExponentialDecay(lr0, decay_steps=s, decay_rate=0.1)
-        factor = float(_get(cfg, "schedule_factor"))
-        n_drops = max(1, math.ceil(cfg["epochs"] / float(_get(cfg, "schedule_epochs"))) - 1)
-        boundaries = [max(math.ceil(k * s) - 1, 0) for k in range(1, n_drops + 1)]
-        values = [lr0 * factor**k for k in range(n_drops + 1)]
-        return schedules.PiecewiseConstantDecay(boundaries=boundaries, values=values)
-    if kind == "one_cycle":
-        return OneCycle(
-            initial_lr=lr0,
-            max_lr=float(_get(cfg, "schedule_max_lr")),
-            total_steps=int(cfg["epochs"]) * steps_per_epoch,
-        )
-    raise ConfigError(f"lr_schedule={kind!r}: lr_schedule must be one of {', '.join(config_module.SCHEDULES)}")
-
-
-def schedule_callbacks(config: Mapping[str, Any]) -> list[keras.callbacks.Callback]:
-    """Callbacks the schedule needs: ``ReduceLROnPlateau`` for ``plateau``, else none."""
-    cfg = config_module.resolve(config)
-    if cfg["lr_schedule"] != "plateau":
-        return []
-    return [
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss",
-            factor=float(_get(cfg, "schedule_factor")),
-            patience=int(_get(cfg, "schedule_patience")),
-        )
-    ]
-
-
-# --------------------------------------------------------------------------- optimizers
-
-
-def build_optimizer(config: Mapping[str, Any], *, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
-    """The configured optimizer, with the configured schedule as its learning rate."""
-    cfg = config_module.resolve(config)
-    name = cfg["optimizer"]
-    clip: dict[str, float] = {}
-    if cfg.get("clipnorm") is not None and cfg.get("clipvalue") is not None:
-        raise ConfigError(
-            f"clipnorm={cfg['clipnorm']!r} and clipvalue={cfg['clipvalue']!r} are both set, "
-            "but Keras optimizers accept only one of them"
-        )
-    if cfg.get("clipnorm") is not None:
-        clip["clipnorm"] = float(cfg["clipnorm"])
-    if cfg.get("clipvalue") is not None:
-        clip["clipvalue"] = float(cfg["clipvalue"])
-    lr = build_schedule(cfg, steps_per_epoch=steps_per_epoch)
-    opt = keras.optimizers
-    betas = {"beta_1": float(_get(cfg, "beta_1")), "beta_2": float(_get(cfg, "beta_2"))}
-    if name == "sgd":
-        return opt.SGD(learning_rate=lr, **clip)
-    if name == "momentum":
-        return opt.SGD(learning_rate=lr, momentum=float(_get(cfg, "momentum")), **clip)
-    if name == "nesterov":
-        return opt.SGD(learning_rate=lr, momentum=float(_get(cfg, "momentum")), nesterov=True, **clip)
-    if name == "adagrad":
-        return opt.Adagrad(learning_rate=lr, **clip)
-    if name == "rmsprop":
-        return opt.RMSprop(learning_rate=lr, rho=float(_get(cfg, "rho")), **clip)
-    if name == "adam":
-        return opt.Adam(learning_rate=lr, **betas, **clip)
-    if name == "adamax":
-        return opt.Adamax(learning_rate=lr, **betas, **clip)
-    if name == "nadam":
-        return opt.Nadam(learning_rate=lr, **betas, **clip)
-    if name == "adamw":
-        return opt.AdamW(learning_rate=lr, weight_decay=float(_get(cfg, "weight_decay")), **betas, **clip)
-    raise ConfigError(f"optimizer={name!r}: optimizer must be one of {', '.join(config_module.OPTIMIZERS)}")
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -228,9 +62,9 @@ def hidden_widths(config: Mapping[str, Any], n_classes: int) -> list[int]:
     before (``n_neurons // 2**i``: 300-150-75, in the spirit of Géron's 300-100), but never
     drops below the number of classes (nor below 1); the first layer is always ``n_neurons``.
     """
-    cfg = config_module.resolve(config)
-    n, width = cfg["n_hidden"], cfg["n_neurons"]
-    if cfg["width_shape"] == "constant":
+    cfg = TrialConfig.of(config)
+    n, width = cfg.n_hidden, cfg.n_neurons
+    if cfg.width_shape == "constant":
         return [width] * n
     floor = max(1, min(width, n_classes))
     return [max(width // 2**i, floor) for i in range(n)]
@@ -263,24 +97,23 @@ def build_model(
     constraint applies to the hidden layers. ``steps_per_epoch`` converts the schedule's
     epochs to optimizer steps. ``seed`` seeds Python, NumPy and the backend before building.
     """
-    cfg = config_module.resolve(config)
+    cfg = TrialConfig.of(config)
     if n_classes < 2:
         raise ConfigError(f"n_classes >= 2 must hold, but got {n_classes}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
 
     layers = keras.layers
-    activation = cfg["activation"]
-    batch_norm = cfg["batch_norm"]
-    bn_momentum = float(_get(cfg, "bn_momentum"))
-    l1, l2 = float(cfg["l1"]), float(cfg["l2"])
-    max_norm = cfg.get("max_norm")
-    dropout = float(cfg["dropout"])
+    activation, batch_norm = cfg.activation, cfg.batch_norm
+    bn_momentum = float(cfg.bn_momentum)
+    l1, l2 = float(cfg.l1), float(cfg.l2)
+    max_norm = cfg.max_norm
+    dropout = float(cfg.dropout)
 
     def kernel_kwargs(hidden: bool) -> dict[str, Any]:
         kw: dict[str, Any] = {"kernel_regularizer": _kernel_regularizer(l1, l2)}
         if hidden:
-            kw["kernel_initializer"] = cfg["initializer"]
+            kw["kernel_initializer"] = cfg.initializer
             if max_norm is not None:
                 kw["kernel_constraint"] = keras.constraints.MaxNorm(float(max_norm))
         else:
@@ -290,7 +123,7 @@ def build_model(
     model = keras.Sequential(name="mlp")
     model.add(keras.Input(shape=tuple(input_shape)))
     model.add(layers.Flatten(name="flatten"))
-    if cfg["input_batch_norm"]:
+    if cfg.input_batch_norm:
         model.add(layers.BatchNormalization(momentum=bn_momentum, name="input_bn"))
 
     prelu = activation == "prelu"
@@ -310,7 +143,7 @@ def build_model(
             if batch_norm == "after":
                 model.add(layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{i}"))
         if dropout > 0:
-            if cfg["dropout_kind"] == "alpha":
+            if cfg.dropout_kind == "alpha":
                 model.add(layers.AlphaDropout(dropout, name=f"dropout_{i}"))
             else:
                 model.add(layers.Dropout(dropout, name=f"dropout_{i}"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from search import config as vocab
+from search.config import TrialConfig
 from search.errors import TrialFailed
 
 if TYPE_CHECKING:
@@ -162,11 +163,12 @@ def fit(
 
     from search.model import build_model, schedule_callbacks
 
-    full = vocab.resolve(config)
-    epochs = int(epochs or full["epochs"])
-    full["epochs"] = epochs  # schedules that span the run (1cycle, piecewise) need the real length
+    # Resolved once, here: the model builder and the schedules read this TrialConfig as it is.
+    # Schedules that span the run (1cycle, piecewise) need the real length, so epochs is part of it.
+    full = TrialConfig.of({**config, "epochs": int(epochs)} if epochs else config)
+    epochs = int(full.epochs)
     data = prepare(full, dataset)
-    batch_size = int(full["batch_size"])
+    batch_size = int(full.batch_size)
     steps = max(1, math.ceil(len(data.train.y) / batch_size))
     if initial_model is not None:
         model = initial_model
@@ -178,7 +180,7 @@ def fit(
     nan_epochs: list[int] = []
     callbacks: list[Any] = []
     if validate:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full["patience"]), restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full.patience), restore_best_weights=True))
     schedule = schedule_callbacks(full)
     if not validate:
         for cb in schedule:

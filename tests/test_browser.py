@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import pick_free_port
 
 pytestmark = pytest.mark.slow
 
@@ -189,16 +189,10 @@ def test_the_search_run_holds_its_plots_and_a_description_with_links(store: Stor
 # =========================================================================== the UI
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(store: Store) -> Iterator[str]:
     """`search ui` on the store, on a free loopback port; its process group is killed at the end."""
-    port = free_port()
+    port = pick_free_port()
     log = (store.folder / "ui.log").open("w")
     proc = subprocess.Popen([*SEARCH, "ui", "--tracking-uri", store.uri, "--port", str(port)], cwd=store.folder,
                             env=search_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1"), stdout=log,

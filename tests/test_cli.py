@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import click
 import pytest
+from conftest import pick_free_port
 from click.testing import CliRunner
 
 from search.cli import cli
@@ -56,12 +56,6 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *fragments: str) -
     for fragment in fragments:
         assert fragment in lines[0]
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- help
@@ -153,7 +147,7 @@ def test_spaces_show_default_shows_conditions():
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
     assert "when optimizer in {momentum, nesterov}" in lines["momentum"]
-    assert "when batch_norm in {after, before}" in lines["bn_momentum"]
+    assert "when batch_norm in {after, before} or input_batch_norm in {true}" in lines["bn_momentum"]
     assert "when" not in lines["optimizer"]  # unconditional keys carry no condition
 
 
@@ -304,7 +298,7 @@ def test_launch_rejects_zero_samples(tmp_path):
 
 @pytest.mark.slow  # a fresh interpreter imports TensorFlow, Ray or MLflow
 def test_launch_with_unreachable_tracking_server(tmp_path):
-    uri = f"http://127.0.0.1:{free_port()}"
+    uri = f"http://127.0.0.1:{pick_free_port()}"
     assert_user_error(run_search("launch", "--tracking-uri", uri, cwd=tmp_path),
                       f"cannot reach the MLflow tracking server at {uri}")
 
@@ -318,13 +312,13 @@ def test_launch_with_unreachable_tracking_server(tmp_path):
 def test_launch_fails_fast_before_ray_starts(tmp_path, monkeypatch, args, fragment):
     import ray
 
-    import search.tuner  # noqa: F401 (imported up front: the timing below is the command's, not the import's)
+    import search.tune.launch  # noqa: F401 (imported up front: the timing below is the command's, not the import's)
 
     monkeypatch.chdir(tmp_path)
     for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     ray_was_up = ray.is_initialized()
-    port = free_port()
+    port = pick_free_port()
     started = time.perf_counter()
     result = invoke("launch", "--space", "quick", "--num-samples", "2", *[a.format(port=port) for a in args])
     elapsed = time.perf_counter() - started

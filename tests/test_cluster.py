@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import pick_free_port
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -44,12 +44,6 @@ LAUNCH_TIMEOUT_S = 480
 
 
 # -- processes, by process group --------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _proc_table() -> dict[int, tuple[int, int, str]]:
     """pid -> (ppid, pgid, state), from /proc."""
     table = {}
@@ -112,7 +106,7 @@ class RayNode:
                 "--disable-usage-stats", "--object-store-memory=200000000", f"--resources={json.dumps({label: 1})}"]
         if head_port:
             args += ["--head", f"--port={head_port}", "--include-dashboard=false",
-                     f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}"]
+                     f"--ray-client-server-port={pick_free_port()}", f"--dashboard-port={pick_free_port()}"]
         else:
             args += [f"--address={address}"]
         log = open(root / f"ray-start-{label}.log", "w")  # noqa: SIM115
@@ -152,7 +146,7 @@ class MlflowServer:
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = pick_free_port()
         # The job runner (huey consumers) only serves MLflow's GenAI jobs: not needed, and costly here.
         self.env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc: subprocess.Popen | None = None
@@ -227,7 +221,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     nodes: list[RayNode] = []
     try:
         server.start()  # it starts slowly: let it come up while Ray starts
-        port = free_port()
+        port = pick_free_port()
         head = RayNode(root, "head", env, head_port=port)
         nodes.append(head)
         head.wait_started()

@@ -80,7 +80,7 @@ def no_local_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def offline(name: str) -> None:
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(data.idx, "_download", offline)
     return home
 
 
@@ -102,7 +102,7 @@ def digits() -> Dataset:
 
 
 def test_registry_names() -> None:
-    assert DATASETS == ("digits", "mnist", "fashion_mnist")
+    assert tuple(DATASETS) == ("digits", "mnist", "fashion_mnist")
 
 
 def test_digits_shapes_and_sizes(digits: Dataset) -> None:
@@ -233,7 +233,7 @@ def test_mnist_from_keras_npz_cache(no_local_data: Path) -> None:
 def test_idx_download_is_used_when_nothing_is_local(no_local_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x_train, y_train = tiny_images(24, 0)
     x_test, y_test = tiny_images(8, 3)
-    monkeypatch.setattr(data, "_download", lambda name: (x_train, y_train, x_test, y_test))
+    monkeypatch.setattr(data.idx, "_download", lambda name: (x_train, y_train, x_test, y_test))
     written = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     check_idx_dataset(load_dataset("mnist"), written, name="mnist")
 
@@ -241,7 +241,7 @@ def test_idx_download_is_used_when_nothing_is_local(no_local_data: Path, monkeyp
 def test_full_size_split_rule() -> None:
     images = np.zeros((60000, 2, 2), dtype=np.uint8)
     labels = (np.arange(60000) % 10).astype(np.uint8)
-    ds = data._idx_dataset("mnist", images, labels, images[:10], labels[:10])
+    ds = data.idx._idx_dataset("mnist", images, labels, images[:10], labels[:10])
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (55000, 5000, 10)
 
 

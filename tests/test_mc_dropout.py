@@ -11,6 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipelines import mc_dropout as mc
+from pipelines import mc_plots
+from pipelines import uncertainty as unc
 from pipelines import subnetworks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,21 +24,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_uniform_predictions_give_log_k_nll_and_entropy_and_brier_0_9():
     probs = np.full((3, 5, 10), 0.1)
     y = np.array([0, 3, 9, 1, 5])
-    assert mc.nll(probs, y) == pytest.approx(math.log(10))
-    assert mc.entropy(probs.mean(axis=0)) == pytest.approx(np.full(5, math.log(10)))
-    assert mc.brier(probs.mean(axis=0), y) == pytest.approx(0.9)  # 9 * 0.1^2 + 0.9^2
-    assert mc.mutual_information(probs) == pytest.approx(np.zeros(5))
+    assert unc.nll(probs, y) == pytest.approx(math.log(10))
+    assert unc.entropy(probs.mean(axis=0)) == pytest.approx(np.full(5, math.log(10)))
+    assert unc.brier(probs.mean(axis=0), y) == pytest.approx(0.9)  # 9 * 0.1^2 + 0.9^2
+    assert unc.mutual_information(probs) == pytest.approx(np.zeros(5))
 
 
 def test_entropy_treats_0_log_0_as_0():
-    h = mc.entropy(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    h = unc.entropy(np.array([[1.0, 0.0], [0.5, 0.5]]))
     assert np.all(np.isfinite(h))
     assert h == pytest.approx([0.0, math.log(2)])
 
 
 def test_mutual_information_is_zero_when_samples_agree_and_hand_value_when_they_disagree():
     same = np.array([[[0.2, 0.8], [0.6, 0.4]]] * 4)  # 4 identical samples of 2 examples
-    assert mc.mutual_information(same) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert unc.mutual_information(same) == pytest.approx([0.0, 0.0], abs=1e-12)
 
     def h(*p):
         return -sum(q * math.log(q) for q in p if q > 0)
@@ -46,12 +48,12 @@ def test_mutual_information_is_zero_when_samples_agree_and_hand_value_when_they_
     probs = np.array([[[0.9, 0.1], [1.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]])
     expected_0 = h(0.7, 0.3) - (h(0.9, 0.1) + h(0.5, 0.5)) / 2
     assert expected_0 > 0
-    assert mc.mutual_information(probs) == pytest.approx([expected_0, math.log(2)])
+    assert unc.mutual_information(probs) == pytest.approx([expected_0, math.log(2)])
 
 
 def test_ece_is_zero_for_a_confident_correct_model():
     y = np.array([0, 2, 1, 1])
-    assert mc.ece(np.eye(3)[y], y) == 0.0
+    assert unc.ece(np.eye(3)[y], y) == 0.0
 
 
 def test_ece_hand_computed_in_two_bins():
@@ -60,13 +62,13 @@ def test_ece_hand_computed_in_two_bins():
     y = np.array([0, 1, 1, 0, 0])  # right, wrong, right, right, wrong
     # high bin: conf (0.9 + 0.8)/2 = 0.85, acc 1/2 -> 2/5 * 0.35 = 0.14
     # mid bin:  conf (0.7 + 0.6 + 0.65)/3 = 0.65, acc 2/3 -> 3/5 * |2/3 - 0.65| = 0.01
-    assert mc.ece(p, y, n_bins=4) == pytest.approx(0.15)
+    assert unc.ece(p, y, n_bins=4) == pytest.approx(0.15)
 
 
 def test_brier_bounds():
     y = np.array([0, 1])
-    assert mc.brier(np.eye(2)[y], y) == 0.0
-    assert mc.brier(np.eye(2)[1 - y], y) == pytest.approx(2.0)
+    assert unc.brier(np.eye(2)[y], y) == 0.0
+    assert unc.brier(np.eye(2)[1 - y], y) == pytest.approx(2.0)
 
 
 def test_nll_matches_naive_log_of_mean_for_moderate_probs():
@@ -74,9 +76,9 @@ def test_nll_matches_naive_log_of_mean_for_moderate_probs():
     probs = rng.dirichlet(np.ones(4), size=(7, 9))  # T=7, N=9, K=4
     y = rng.integers(0, 4, size=9)
     naive = -np.mean([math.log(np.mean(probs[:, i, y[i]])) for i in range(9)])
-    assert mc.nll(probs, y) == pytest.approx(naive, rel=1e-10)
+    assert unc.nll(probs, y) == pytest.approx(naive, rel=1e-10)
     # deterministic (N, K) is T = 1
-    assert mc.nll(probs[0], y) == pytest.approx(-np.mean(np.log(probs[0, np.arange(9), y])))
+    assert unc.nll(probs[0], y) == pytest.approx(-np.mean(np.log(probs[0, np.arange(9), y])))
 
 
 def test_nll_stays_finite_for_tiny_probs():
@@ -84,50 +86,50 @@ def test_nll_stays_finite_for_tiny_probs():
     probs[..., 0] = 1e-300
     probs[..., 1] = 1.0 - 1e-300
     y = np.zeros(3, dtype=int)
-    value = mc.nll(probs, y)
+    value = unc.nll(probs, y)
     assert np.isfinite(value)
     assert value == pytest.approx(-math.log(1e-12))  # clipped at 1e-12
     # one sample with a moderate probability dominates the mean
     probs[0, :, 0] = 0.5
-    assert mc.nll(probs, y) == pytest.approx(-math.log(0.5 / 5), rel=1e-6)
+    assert unc.nll(probs, y) == pytest.approx(-math.log(0.5 / 5), rel=1e-6)
 
 
 def test_auroc_matches_sklearn_with_ties():
     rng = np.random.default_rng(1)
     scores = np.round(rng.random(200), 1)  # many ties
     is_error = rng.random(200) < 0.3
-    assert mc.auroc(scores, is_error) == pytest.approx(roc_auc_score(is_error, scores))
-    assert mc.auroc(np.arange(4), np.array([0, 0, 1, 1])) == 1.0
-    assert mc.auroc(np.arange(4), np.array([1, 1, 0, 0])) == 0.0
+    assert unc.auroc(scores, is_error) == pytest.approx(roc_auc_score(is_error, scores))
+    assert unc.auroc(np.arange(4), np.array([0, 0, 1, 1])) == 1.0
+    assert unc.auroc(np.arange(4), np.array([1, 1, 0, 0])) == 0.0
 
 
 def test_auroc_is_nan_with_one_class():
-    assert math.isnan(mc.auroc(np.arange(5), np.zeros(5, dtype=bool)))
-    assert math.isnan(mc.auroc(np.arange(5), np.ones(5, dtype=bool)))
+    assert math.isnan(unc.auroc(np.arange(5), np.zeros(5, dtype=bool)))
+    assert math.isnan(unc.auroc(np.arange(5), np.ones(5, dtype=bool)))
 
 
 def test_coverage_accuracy_hand_example():
     confidence = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
     correct = np.array([1, 1, 0, 1, 0, 1, 0, 0, 1, 0])
     order = np.random.default_rng(2).permutation(10)  # input order must not matter
-    got = mc.coverage_accuracy(confidence[order], correct[order])
+    got = unc.coverage_accuracy(confidence[order], correct[order])
     assert got == pytest.approx({0.5: 3 / 5, 0.8: 4 / 8, 0.9: 5 / 9, 0.95: 5 / 10})
-    assert mc.coverage_accuracy(confidence, correct, coverages=(0.1,)) == {0.1: 1.0}
+    assert unc.coverage_accuracy(confidence, correct, coverages=(0.1,)) == {0.1: 1.0}
 
 
 def test_rejection_curve_ends_at_full_coverage_and_overall_accuracy():
     confidence = np.array([0.2, 0.9, 0.5, 0.7])
     correct = np.array([0, 1, 1, 0])
-    coverage, accuracy = mc.rejection_curve(confidence, correct)
+    coverage, accuracy = unc.rejection_curve(confidence, correct)
     assert coverage == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert accuracy == pytest.approx([1.0, 0.5, 2 / 3, 0.5])  # kept in order 0.9, 0.7, 0.5, 0.2
 
 
 def test_binary_to_two_class():
     expected = np.array([[0.8, 0.2], [0.3, 0.7]])
-    assert mc.binary_to_two_class(np.array([[0.2], [0.7]])) == pytest.approx(expected)
-    assert mc.binary_to_two_class(np.array([0.2, 0.7])) == pytest.approx(expected)
-    assert mc.binary_to_two_class(np.full((3, 4, 1), 0.25)).shape == (3, 4, 2)
+    assert unc.binary_to_two_class(np.array([[0.2], [0.7]])) == pytest.approx(expected)
+    assert unc.binary_to_two_class(np.array([0.2, 0.7])) == pytest.approx(expected)
+    assert unc.binary_to_two_class(np.full((3, 4, 1), 0.25)).shape == (3, 4, 2)
 
 
 def test_summarize_keys_and_values():
@@ -135,7 +137,7 @@ def test_summarize_keys_and_values():
     probs = rng.dirichlet(np.ones(3), size=(6, 40))
     y = rng.integers(0, 3, size=40)
     det = rng.dirichlet(np.ones(3), size=40)
-    out = mc.summarize(probs, y, deterministic_probs=det)
+    out = unc.summarize(probs, y, deterministic_probs=det)
     common = {"accuracy", "nll", "brier", "ece", "entropy", "mutual_info", "auroc_max_prob", "auroc_entropy"}
     common |= {"acc_at_50", "acc_at_80", "acc_at_90", "acc_at_95"}
     assert set(out) == {"mc", "deterministic"}
@@ -146,14 +148,14 @@ def test_summarize_keys_and_values():
     assert out["mc"]["accuracy"] == pytest.approx(np.mean(p_mean.argmax(1) == y))
     assert out["deterministic"]["accuracy"] == pytest.approx(np.mean(det.argmax(1) == y))
     errors = p_mean.argmax(1) != y
-    assert out["mc"]["auroc_entropy"] == pytest.approx(roc_auc_score(errors, mc.entropy(p_mean)))
+    assert out["mc"]["auroc_entropy"] == pytest.approx(roc_auc_score(errors, unc.entropy(p_mean)))
     assert all(isinstance(v, float) for part in out.values() for v in part.values())
-    assert set(mc.summarize(probs, y)) == {"mc"}
+    assert set(unc.summarize(probs, y)) == {"mc"}
 
 
 def test_summarize_reads_a_single_output_as_sigmoid():
     probs = np.array([[[0.9], [0.2]], [[0.7], [0.4]]])  # T=2, N=2, sigmoid
-    out = mc.summarize(probs, np.array([1, 0]))
+    out = unc.summarize(probs, np.array([1, 0]))
     assert out["mc"]["accuracy"] == 1.0
     assert out["mc"]["nll"] == pytest.approx(-(math.log(0.8) + math.log(0.7)) / 2)
 
@@ -436,14 +438,14 @@ def test_plots_write_pngs(tmp_path, predictions):
     p_mean = probs.mean(axis=0)
     correct = p_mean.argmax(1) == y
     paths = [
-        mc.plot_reliability(p_mean, y, tmp_path / "reliability.png", deterministic_probs=probs[0]),
-        mc.plot_reliability(p_mean, y, tmp_path / "sub" / "reliability_mc.png", n_bins=5, title="MC only"),
-        mc.plot_coverage(
+        mc_plots.plot_reliability(p_mean, y, tmp_path / "reliability.png", deterministic_probs=probs[0]),
+        mc_plots.plot_reliability(p_mean, y, tmp_path / "sub" / "reliability_mc.png", n_bins=5, title="MC only"),
+        mc_plots.plot_coverage(
             {"MC": p_mean.max(1), "det": probs[0].max(1)},
             {"MC": correct, "det": probs[0].argmax(1) == y},
             tmp_path / "coverage.png",
         ),
-        mc.plot_uncertainty_hist(mc.entropy(p_mean), correct, tmp_path / "hist.png"),
+        mc_plots.plot_uncertainty_hist(unc.entropy(p_mean), correct, tmp_path / "hist.png"),
     ]
     assert all(_is_png(path) for path in paths)
 
@@ -451,7 +453,7 @@ def test_plots_write_pngs(tmp_path, predictions):
 def test_save_predictions_has_exactly_the_keys(tmp_path, predictions):
     probs, y = predictions
     result = mc.MCResult(probs)
-    path = mc.save_predictions(
+    path = unc.save_predictions(
         tmp_path / "predictions",
         labels=y,
         probs_mean=result.mean,
@@ -466,7 +468,7 @@ def test_save_predictions_has_exactly_the_keys(tmp_path, predictions):
         np.testing.assert_array_equal(data["labels"], y)
         np.testing.assert_allclose(data["probs_mean"], probs.mean(axis=0))
     with pytest.raises(ValueError, match="one row per example"):
-        mc.save_predictions(
+        unc.save_predictions(
             tmp_path / "bad.npz", labels=y[:3], probs_mean=result.mean, probs_std=result.std,
             entropy=result.entropy, mutual_info=result.mutual_info, deterministic_probs=probs[0],
         )  # fmt: skip

@@ -110,10 +110,15 @@ def test_input_batch_norm_and_momentum():
     bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
     assert len(bns) == 3
     assert all(bn.momentum == pytest.approx(0.9) for bn in bns)
-    # without hidden BN, bn_momentum does not apply: the input BN gets Keras' usual 0.99
+    # without hidden BN, bn_momentum still applies: the input BN reads it (default 0.99)
     plain = build(input_batch_norm=True)
     assert [type(x) for x in plain.layers].count(L.BatchNormalization) == 1
     assert plain.layers[1].momentum == pytest.approx(0.99)
+    only_input = build(input_batch_norm=True, bn_momentum=0.8)
+    assert only_input.layers[1].momentum == pytest.approx(0.8)
+    with pytest.raises(ConfigError, match="bn_momentum only applies when batch_norm is one of before, after or "
+                                          "input_batch_norm is one of True"):
+        build(bn_momentum=0.8)
     assert L.BatchNormalization not in classes(build())
 
 

@@ -15,40 +15,10 @@ from search.cli import cli
 
 pytestmark = pytest.mark.slow
 
-SPACE = """
-description: small dropout nets, for the pipeline tests
-params:
-  n_hidden: 1
-  n_neurons: {choice: [32, 64]}
-  activation+initializer: [relu, he_normal]
-  batch_norm: after
-  dropout: 0.2
-  optimizer: adam
-  learning_rate: {choice: [0.003, 0.01]}
-  batch_size: 64
-  epochs: 3
-"""
-
-
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A finished 3-trial search, in process."""
-    import ray
-
-    from search.tuner import LaunchOptions, launch
-
-    root = tmp_path_factory.mktemp("pipeline")
-    space = root / "space.yaml"
-    space.write_text(SPACE)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        result = launch(LaunchOptions(
-            space=str(space), num_samples=3, searcher="random", scheduler="fifo", name="pipe", quiet=True,
-            tracking_uri=f"sqlite:///{root}/mlflow.db", storage_path=str(root / "ray"),
-        ))
-    finally:
-        ray.shutdown()
-    return {"uri": result.tracking_uri, "parent": result.parent_run_id, "root": root}
+def store(search_store: Any) -> Any:
+    """The finished 3-trial search of ``conftest.search_store``."""
+    return search_store
 
 
 def run(args: list[str]) -> Any:
@@ -60,7 +30,7 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     mlc = tracking.client(store["uri"])
-    trials = tracking.trials_of(store["uri"], mlc.get_run(store["parent"]), "best_val_accuracy", "max")
+    trials = tracking.SearchRecord(store["uri"], mlc.get_run(store["parent"])).ranked_trials()
     best = trials[0]
     assert out["best"]["trial_run_id"] == best.info.run_id
     assert out["best"]["epochs"] == int(best.data.metrics["best_epoch"])
@@ -130,7 +100,7 @@ def test_bad_input_is_one_line(store: dict[str, Any], args: list[str], message: 
 
 def test_a_trial_run_is_not_a_search(store: dict[str, Any]) -> None:
     mlc = tracking.client(store["uri"])
-    trial = tracking.trials_of(store["uri"], mlc.get_run(store["parent"]), "best_val_accuracy", "max")[-1]
+    trial = tracking.SearchRecord(store["uri"], mlc.get_run(store["parent"])).ranked_trials()[-1]
     res = CliRunner().invoke(cli, ["retrain", "--parent-run", trial.info.run_id, "--tracking-uri", store["uri"]])
     assert res.exit_code == 2 and "is not a search" in res.stderr
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from search import plots
+from search.tracking import description
 
 # Eight trials of a made-up search, in start order. Trial 6 failed (no metric); momentum only
 # applies to nesterov; trial 8 leaves batch_norm unset (its default is "none").
@@ -187,23 +188,23 @@ def test_importing_plots_does_not_import_matplotlib() -> None:
 
 def test_set_section_replaces_or_inserts_in_order() -> None:
     head = "**Search** over space **quick**.\n\n| setting | value |\n|---|---|\n| searcher | `tpe` |\n"
-    note = plots.set_section(head, "Evaluate", "eval v1")
-    note = plots.set_section(note, "Best trial", "best v1")
-    note = plots.set_section(note, "Retrain", "retrain v1")
+    note = description.set_section(head, "Evaluate", "eval v1")
+    note = description.set_section(note, "Best trial", "best v1")
+    note = description.set_section(note, "Retrain", "retrain v1")
     assert note.index("### Best trial") < note.index("### Retrain") < note.index("### Evaluate")
     assert note.startswith(head)
-    again = plots.set_section(note, "Retrain", "retrain v2\n\nwith two paragraphs")
+    again = description.set_section(note, "Retrain", "retrain v2\n\nwith two paragraphs")
     assert "retrain v1" not in again and "retrain v2\n\nwith two paragraphs" in again
     assert again.count("### ") == 3 and "eval v1" in again and "best v1" in again
-    assert plots.set_section(again, "Retrain", "retrain v2\n\nwith two paragraphs") == again  # idempotent
-    assert plots.set_section("", "Retrain", "x") == "### Retrain\n\nx\n"
+    assert description.set_section(again, "Retrain", "retrain v2\n\nwith two paragraphs") == again  # idempotent
+    assert description.set_section("", "Retrain", "x") == "### Retrain\n\nx\n"
 
 
 def test_best_section_links_the_best_trial_and_the_plots() -> None:
     trials = [{"name": f"trial-{i:03d} x", "run_id": f"run{i}", "config": c, "value": v,
                "state": "failed" if v is None else "finished", "best_epoch": 3}
               for i, (c, v) in enumerate(zip(TRIALS, VALUES, strict=True), start=1)]
-    text = plots.best_section(experiment_id="7", parent_run_id="parent", trials=trials, metric="val_accuracy",
+    text = description.best_section(experiment_id="7", parent_run_id="parent", trials=trials, metric="val_accuracy",
                               mode="max", wall_time_s=42.0, plots=["plots/best_so_far.png"], defaults=DEFAULTS)
     assert "[trial-004 x](#/experiments/7/runs/run4): **val_accuracy 0.9500** at epoch 3" in text
     assert "8 trials (1 failed, 0 stopped early) in 42 s" in text
@@ -216,13 +217,13 @@ def test_retrain_and_evaluate_sections() -> None:
     entry = {"label": "best", "trial_name": "trial-004 selu", "trial_run_id": "t4", "accuracy_mean": 0.96,
              "accuracy_std": 0.004, "loss_mean": 0.12, "loss_std": 0.01, "epochs": 9,
              "seeds": [{"seed": 0, "run_id": "s0"}, {"seed": 1, "run_id": "s1"}]}
-    text = plots.retrain_section(experiment_id="1", entries=[entry], verdict="A clear lead.", model_uri="runs:/s1/model")
+    text = description.retrain_section(experiment_id="1", entries=[entry], verdict="A clear lead.", model_uri="runs:/s1/model")
     assert "with 2 seeds" in text and "**0.9600 ± 0.0040**" in text
     assert "[seed 1](#/experiments/1/runs/s1)" in text and "[trial-004](#/experiments/1/runs/t4)" in text
     assert "A clear lead." in text and "`runs:/s1/model`" in text
     metrics = {"mc": {"accuracy": 0.97, "nll": 0.1, "ece": 0.02, "brier": 0.05},
                "deterministic": {"accuracy": 0.96, "nll": 0.15, "ece": 0.04, "brier": 0.06}}
-    text = plots.evaluate_section(experiment_id="1", run_id="e1", model_uri="runs:/s1/model", dataset="digits",
+    text = description.evaluate_section(experiment_id="1", run_id="e1", model_uri="runs:/s1/model", dataset="digits",
                                   samples=100, metrics=metrics, artifacts=["reliability.png", "metrics.json"])
     assert "| MC dropout (T=100) | 0.9700 | 0.1000 | 0.0200 | 0.0500 |" in text
     assert "| deterministic | 0.9600 | 0.1500 | 0.0400 | 0.0600 |" in text
@@ -234,7 +235,8 @@ def test_retrain_and_evaluate_sections() -> None:
 def test_finish_search_logs_the_plots_and_the_best_trial_section(tmp_path: Path) -> None:
     """The report at the end of a search, on a real MLflow store (no Ray run needed)."""
     from search import tracking
-    from search.tuner import SearchResult, TrialSummary, _log_report
+    from search.tune.results import SearchResult, TrialSummary
+    from search.tune.summary import log_report
 
     uri = tracking.resolve_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     tracker = tracking.Tracker(uri, "search")
@@ -246,7 +248,7 @@ def test_finish_search_logs_the_plots_and_the_best_trial_section(tmp_path: Path)
         result.trials.append(TrialSummary(f"id{i}", run_id, f"trial-{i:03d}", "failed" if value is None else "finished",
                                           config, value, 2, 2))
     result.trials.reverse()  # the plots follow the runs' start times, not this list's order
-    _log_report(tracker, result)
+    log_report(tracker, result)
     mlc = tracking.client(uri)
     names = sorted(a.path for a in mlc.list_artifacts(parent, "plots"))
     assert names == ["plots/best_so_far.png", "plots/by_group.png", "plots/parallel_coordinates.png"]

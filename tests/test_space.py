@@ -26,8 +26,8 @@ def violations(cfg: dict[str, Any]) -> list[str]:
     out = []
     if "momentum" in cfg and cfg.get("optimizer", "adam") not in ("momentum", "nesterov"):
         out.append("momentum without a momentum optimizer")
-    if "bn_momentum" in cfg and cfg.get("batch_norm", "none") == "none":
-        out.append("bn_momentum without batch norm")
+    if "bn_momentum" in cfg and cfg.get("batch_norm", "none") == "none" and not cfg.get("input_batch_norm", False):
+        out.append("bn_momentum without batch norm (hidden or on the inputs)")
     if cfg.get("dropout_kind") == "alpha" and cfg.get("activation") != "selu":
         out.append("alpha dropout without selu")
     for knob, schedules in SCHEDULE_KNOBS.items():
@@ -246,3 +246,20 @@ def test_resolve_fills_defaults_and_drops_what_does_not_apply() -> None:
         vocab.resolve({"optimizer": "adam", "momentum": 0.9})
     with pytest.raises(ConfigError, match="alpha"):
         vocab.resolve({"activation": "relu", "dropout_kind": "alpha"})
+
+
+def test_bn_momentum_applies_with_input_batch_norm_alone() -> None:
+    """Every BN layer reads bn_momentum, the input BN too: with only input BN it is sampled."""
+    space = parse_space(
+        "params:\n  batch_norm: {choice: [none, after]}\n  input_batch_norm: {choice: [false, true]}\n"
+        "  bn_momentum: {float: [0.9, 0.95]}\n"
+    )
+    configs = space.samples(400, seed=3)
+    combos = {(c["batch_norm"], c["input_batch_norm"], "bn_momentum" in c) for c in configs}
+    assert combos == {("none", False, False), ("none", True, True), ("after", False, True), ("after", True, True)}
+    assert "or input_batch_norm in {true}" in space.dimension("bn_momentum").describe()
+    only_input = parse_space("params:\n  batch_norm: none\n  input_batch_norm: true\n  bn_momentum: 0.9\n")
+    assert only_input.sample(0)["bn_momentum"] == 0.9
+    with pytest.raises(SpaceError, match=r"bn_momentum: the condition batch_norm in \{after, before\} or "
+                                         r"input_batch_norm in \{true\} can never hold"):
+        parse_space("params:\n  batch_norm: none\n  input_batch_norm: false\n  bn_momentum: 0.9\n")

@@ -15,16 +15,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from search import tracking  # noqa: E402
-from search.tuner import LaunchOptions, launch  # noqa: E402
+from search.tune import LaunchOptions
+from search.tune.launch import launch  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def options(tmp_path: Path, **kw: Any) -> LaunchOptions:
@@ -34,7 +28,7 @@ def options(tmp_path: Path, **kw: Any) -> LaunchOptions:
         seed=0,
     )
     base.update(kw)
-    return LaunchOptions(**base)
+    return LaunchOptions.from_flat(**base)
 
 
 def children(uri: str, parent_id: str) -> list[Any]:

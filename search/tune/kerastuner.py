@@ -32,161 +32,31 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import tempfile
 import threading
-import warnings
 import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import keras_tuner
 import numpy as np
-import scipy.optimize
-import sklearn
-import sklearn.exceptions
-import threadpoolctl
-from keras_tuner.src.engine import oracle as kt_oracle_module
 from keras_tuner.src.engine import trial as kt_trial_module
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import _has_unresolved_values
 
-from search.space import Node, Space
+from search.space import Space
+from search.tune.kt_oracle import NO_FAILURE_LIMIT, Oracle, TrialStatus, quiet, release
 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-TrialStatus = kt_trial_module.TrialStatus
-# KerasTuner stops the search (raises RuntimeError from end_trial) after this many failed trials
-# in a row; a Ray search must never crash over a failed trial, so the limit is out of reach.
-_NO_FAILURE_LIMIT = 2**62
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the warnings the oracle raises on every call (GP convergence, ``currentThread``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
-
-
-class _Oracle(keras_tuner.oracles.BayesianOptimizationOracle):
-    """``BayesianOptimizationOracle`` with fixes for being driven by Ray (KerasTuner 1.4.8).
-
-    The algorithm is KerasTuner's: random points first, then fit a Gaussian process (Matern 5/2)
-    to the completed trials and minimize the upper confidence bound ``mu - beta * sigma`` with
-    L-BFGS-B from 50 seeded random starts in the unit cube. What differs:
-
-    * Speed. KerasTuner lets scipy take the gradient by finite differences, one GP prediction per
-      dimension, with as many BLAS threads as cores; on the 23-dimension default space one
-      suggestion took minutes. Here the same forward-difference gradient comes from one batched
-      prediction, under a single BLAS thread.
-    * No repeats. KerasTuner returns the best local optimum even when it is a point already
-      tried (it then proposes the same point over and over); here the best optimum that is new
-      wins, and a random point when there is none.
-    * KerasTuner "hallucinates" the score of ongoing trials with the Gaussian process fitted at
-      the previous suggestion. At the first Bayesian suggestion, and after a restore, that
-      process has never been fitted, so it predicts its prior (about 0 in raw score units),
-      which can make running trials look like the optimum. It is fitted on the completed trials
-      first.
-    * A failure in the Gaussian-process step (a degenerate fit) falls back to a random point
-      rather than crashing the search.
-    """
-
-    NUM_RESTARTS = 50  # as in KerasTuner
-    DIFF_STEP = 1e-7
-    SAME_POINT = 1e-4  # candidates closer than this (max norm, unit cube) to a trial are repeats
-
-    def populate_space(self, trial_id: str) -> dict[str, Any]:
-        try:
-            return self._bayesian_populate_space()
-        except Exception:  # noqa: BLE001 - a searcher must keep suggesting
-            logger.warning("Bayesian step failed for trial %s; drawing a random point instead", trial_id, exc_info=True)
-            return self._random_populate_space()
-
-    def _bayesian_populate_space(self) -> dict[str, Any]:
-        completed = [t for t in self.trials.values() if t.status == TrialStatus.COMPLETED]
-        dimensions = len(self.hyperparameters.space)
-        num_initial_points = self.num_initial_points or max(3 * dimensions, 3)
-        if len(completed) < num_initial_points:
-            return self._random_populate_space()
-
-        # The Gaussian process works on matrices of a few hundred rows at most, where BLAS threads
-        # only cost: on a busy machine a multi-threaded OpenBLAS makes each small solve 20x slower.
-        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-            return self._bayesian_step()
-
-    def _bayesian_step(self) -> dict[str, Any]:
-        x, y = self._vectorize_trials()
-        self.gpr.fit(np.nan_to_num(x, posinf=0, neginf=0), np.nan_to_num(y, posinf=0, neginf=0))
-
-        bounds = self._get_hp_bounds().astype(float)
-        starts = self._random_state.uniform(bounds[:, 0], bounds[:, 1], size=(self.NUM_RESTARTS, bounds.shape[0]))
-        results = []
-        with sklearn.config_context(assume_finite=True):
-            for start in starts:
-                result = scipy.optimize.minimize(
-                    self._acquisition, x0=start, jac=True, bounds=bounds, method="L-BFGS-B"
-                )
-                results.append((float(result.fun), np.clip(result.x, bounds[:, 0], bounds[:, 1])))
-        # KerasTuner returns the best local optimum even when it is a point already tried, and a
-        # repeat teaches the process nothing: take the best optimum that is new, else a random one.
-        tried = [self._vector(t.hyperparameters.values) for t in self.trials.values()]
-        for _, candidate in sorted(results, key=lambda r: r[0]):
-            values = self._vector_to_values(candidate)
-            vector = self._vector(values)
-            if not any(np.max(np.abs(vector - old)) < self.SAME_POINT for old in tried):
-                return {"status": TrialStatus.RUNNING, "values": values}
-        logger.debug("every optimum of the acquisition was tried already; drawing a random point")
-        return self._random_populate_space()
-
-    def _vector(self, values: Mapping[str, Any]) -> np.ndarray:
-        """``values`` embedded in the unit cube as the Gaussian process sees them."""
-        return np.array([
-            hp.value_to_prob(values[hp.name] if hp.name in values else hp.default) for hp in self._nonfixed_space()
-        ])
-
-    def _acquisition(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The upper confidence bound to minimize at ``x``, and its forward-difference gradient."""
-        d = x.shape[0]
-        steps = np.where(x + self.DIFF_STEP <= 1.0, self.DIFF_STEP, -self.DIFF_STEP)
-        points = np.vstack([x, x + np.diag(steps)])
-        mu, sigma = self.gpr.predict(points, return_std=True)
-        ucb = np.asarray(mu).reshape(d + 1) - self.beta * np.asarray(sigma).reshape(d + 1)
-        return float(ucb[0]), (ucb[1:] - ucb[0]) / steps
-
-    def _vectorize_trials(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.ongoing_trials and not hasattr(self.gpr, "X_train_"):
-            self._fit_on_completed()
-        return super()._vectorize_trials()
-
-    def _fit_on_completed(self) -> None:
-        everything = self.trials
-        self.trials = {tid: t for tid, t in everything.items() if t.status == TrialStatus.COMPLETED}
-        try:
-            if not self.trials:
-                return
-            x, y = super()._vectorize_trials()
-        finally:
-            self.trials = everything
-        self.gpr.fit(np.nan_to_num(x, posinf=0, neginf=0), np.nan_to_num(y, posinf=0, neginf=0))
-
-
-def _release(project_dir: str, oracle: _Oracle) -> None:
-    """Remove the oracle's scratch directory and KerasTuner's global lock entries for it."""
-    shutil.rmtree(project_dir, ignore_errors=True)
-    # ``keras_tuner.synchronized`` keys module-level dicts by oracle, which keeps every oracle alive.
-    kt_oracle_module.LOCKS.pop(oracle, None)
-    kt_oracle_module.THREADS.pop(oracle, None)
 
 
 class KerasTunerSearcher(Searcher):
     """Ray Tune searcher backed by ``keras_tuner.oracles.BayesianOptimizationOracle``.
 
     Args:
-        space: the search space; suggestions map its node names to values (labels for choices).
+        space: the search space; suggestions map its dimension names to values (labels for choices).
         metric: the result key to optimize; may instead come from ``tune.TuneConfig`` (see the
             module docstring for when Ray passes it on).
         mode: ``"min"`` or ``"max"``.
@@ -236,7 +106,7 @@ class KerasTunerSearcher(Searcher):
 
     def _init_runtime(self) -> None:
         self._lock = threading.RLock()
-        self._oracle: _Oracle | None = None
+        self._oracle: Oracle | None = None
         self._finalizer: weakref.finalize | None = None
         self._trial_ids: dict[str, str] = {}  # Ray trial id -> KerasTuner trial id
 
@@ -293,7 +163,7 @@ class KerasTunerSearcher(Searcher):
         """The active node values for a new trial, ``Searcher.FINISHED`` when the oracle stops."""
         with self._lock:
             oracle = self._ensure_oracle()
-            with _quiet():
+            with quiet():
                 trial = oracle.create_trial(tuner_id=trial_id)
             if trial.status == TrialStatus.STOPPED:
                 logger.info("KerasTuner oracle stopped (max_trials reached or space exhausted)")
@@ -323,7 +193,7 @@ class KerasTunerSearcher(Searcher):
                 return
             value = _finite((result or {}).get(self._metric)) if not error else None
             try:
-                with _quiet():
+                with quiet():
                     if value is None:
                         reason = "the trial raised an error" if error else f"no finite {self._metric!r} in its result"
                         trial.status = TrialStatus.FAILED
@@ -373,7 +243,7 @@ class KerasTunerSearcher(Searcher):
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unknown KerasTunerSearcher state version {state.get('version')!r}")
         with self._lock:
-            if _space_differs(self._space, state["space"]):
+            if self._space.signature() != state["space"].signature():
                 logger.warning("restoring a search over space %r into a searcher built for %r; the saved space wins",
                                state["space"].name, self._space.name)
             self._space = state["space"]
@@ -423,7 +293,7 @@ class KerasTunerSearcher(Searcher):
         self.set_state(state)
 
     # -- internals -----------------------------------------------------------------------
-    def _ensure_oracle(self) -> _Oracle:
+    def _ensure_oracle(self) -> Oracle:
         if self._oracle is None:
             if not self._metric or not self._mode:
                 raise ValueError(
@@ -434,10 +304,10 @@ class KerasTunerSearcher(Searcher):
             self._oracle = self._build_oracle()
         return self._oracle
 
-    def _build_oracle(self) -> _Oracle:
+    def _build_oracle(self) -> Oracle:
         s = self._settings
-        with _quiet():
-            oracle = _Oracle(
+        with quiet():
+            oracle = Oracle(
                 objective=keras_tuner.Objective(self._metric, self._mode),
                 max_trials=s["max_trials"],
                 num_initial_points=s["num_initial_points"],
@@ -446,12 +316,12 @@ class KerasTunerSearcher(Searcher):
                 seed=None if s["seed"] is None else s["seed"] + 1,
                 hyperparameters=self._space.to_keras_tuner(),
                 max_retries_per_trial=0,
-                max_consecutive_failed_trials=_NO_FAILURE_LIMIT,
+                max_consecutive_failed_trials=NO_FAILURE_LIMIT,
             )
         oracle.verbose = 0  # the oracle's Display prints a table per trial otherwise
         project_dir = tempfile.mkdtemp(prefix="kt-searcher-")
         oracle._set_project_dir(project_dir, "oracle")  # written to, never read back
-        self._finalizer = weakref.finalize(self, _release, project_dir, oracle)
+        self._finalizer = weakref.finalize(self, release, project_dir, oracle)
         return oracle
 
     def _release_oracle(self) -> None:
@@ -472,18 +342,10 @@ class KerasTunerSearcher(Searcher):
         for hp in hps.space:
             if hp.name not in hps.values or not hps.is_active(hp):
                 continue
-            value = _coerce(self._space.node(hp.name), hps.values[hp.name])
+            value = self._space.coerce(hp.name, hps.values[hp.name])
             hps.values[hp.name] = value
             out[hp.name] = value
         return out
-
-
-def _coerce(node: Node, value: Any) -> Any:
-    if node.kind == "int":
-        return int(min(max(round(float(value)), node.low), node.high))
-    if node.kind == "float":
-        return float(min(max(float(value), node.low), node.high))
-    return str(value)
 
 
 def _finite(value: Any) -> float | None:
@@ -515,9 +377,3 @@ def _check_objective(metric: Any, mode: Any) -> None:
         raise ValueError(f"metric must be one result key (a str), but got {metric!r}")
     if mode is not None and mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}")
-
-
-def _space_differs(a: Space, b: Space) -> bool:
-    return [(n.name, n.kind, n.labels, n.low, n.high, n.log, n.when) for n in a.nodes] != [
-        (n.name, n.kind, n.labels, n.low, n.high, n.log, n.when) for n in b.nodes
-    ]

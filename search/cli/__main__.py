@@ -1,0 +1,5 @@
+"""``python -m search.cli``: the same as the ``search`` console script."""
+
+from search.cli import main
+
+main()

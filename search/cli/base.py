@@ -1,0 +1,74 @@
+"""The ``search`` click group: one-line errors for the project's exceptions, logging, quiet libraries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from search.errors import SearchError
+
+
+def quiet_tensorflow() -> None:
+    """Keep TF's C++ and Python log spam off the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+class UserError(click.ClickException):
+    """A ``SearchError`` as click shows it: one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class TrialError(UserError):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"trial failed: {self.message}", err=True)
+
+
+class SearchGroup(click.Group):
+    """Turns the project's exceptions into one-line errors, in every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from search.errors import TrialFailed
+
+        try:
+            return super().invoke(ctx)
+        except SearchError as err:
+            error = UserError(str(err))
+            error.exit_code = err.exit_code
+            raise error from None
+        except TrialFailed as err:
+            raise TrialError(str(err)) from None
+
+
+@click.group(cls=SearchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-v info, -vv debug).")
+@click.version_option(package_name="search")
+def cli(verbose: int) -> None:
+    """Distributed hyperparameter search for Keras networks.
+
+    Ray Tune runs the trials (locally, or on a cluster with --address), MLflow records every
+    trial as a nested run, and the best config is retrained and evaluated with Monte-Carlo
+    dropout.
+
+    \b
+    Start here:
+      search launch                      # a search on the bundled digits data
+      search spaces list                 # the built-in search spaces
+      search trial --space quick         # train one sampled config, in process
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # mlflow sets up its own INFO-level logger when imported; -v decides here too.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(max(level, logging.DEBUG)))
+    quiet_tensorflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars are not ours

@@ -1,0 +1,108 @@
+"""Options shared between commands, each defined once (as mlflow's ``cli.py`` does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from search.tune.algorithms import SCHEDULERS, SEARCHERS, choices_help
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress display; results only.")(f)
+
+
+def dataset_options(f: F) -> F:
+    f = click.option(
+        "--target", default="label", show_default=True, help="Label column of a CSV dataset."
+    )(f)
+    f = click.option(
+        "--data-dir",
+        envvar="SEARCH_DATA_DIR",
+        type=click.Path(file_okay=False),
+        help="Folder with the MNIST/Fashion-MNIST IDX .gz files [env: SEARCH_DATA_DIR].",
+    )(f)
+    return click.option(
+        "--dataset",
+        default="digits",
+        show_default=True,
+        help="digits (bundled), mnist, fashion_mnist, or a .csv/.npz path.",
+    )(f)
+
+
+def tracking_options(f: F) -> F:
+    f = click.option("--experiment", default="search", show_default=True, help="MLflow experiment name.")(f)
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow store or server [env: MLFLOW_TRACKING_URI; default: sqlite:///$PWD/mlflow.db].",
+    )(f)
+
+
+def search_options(f: F) -> F:
+    """The options of a search, shared by ``launch`` and ``pipeline``."""
+    opts = [
+        click.option("--space", default="default", show_default=True, help="Search space: built-in name or YAML path."),
+        dataset_options,
+        click.option("--num-samples", default=16, show_default=True, type=int, help="Trials to run."),
+        click.option("--max-epochs", type=int, help="Epochs per trial (default: the space's `epochs`)."),
+        click.option("--searcher", default="tpe", show_default=True, type=click.Choice(list(SEARCHERS)),
+                     help=choices_help(SEARCHERS) + "."),
+        click.option("--scheduler", type=click.Choice(list(SCHEDULERS)),
+                     help="Trial scheduler [default: asha when --num-samples > --concurrency, else fifo]."),
+        click.option("--metric", default="val_accuracy", show_default=True, help="Metric the search optimizes."),
+        click.option("--mode", default="max", show_default=True, type=click.Choice(["max", "min"])),
+        click.option("--concurrency", type=int, help="Trials at once [default: as many as the CPUs allow]."),
+        click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="CPUs per trial (TF threads follow)."),
+        click.option("--gpus-per-trial", default=0.0, show_default=True, type=float, help="GPUs per trial; 0.5 shares a GPU."),
+        click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to join [env: RAY_ADDRESS; default: a local Ray]."),
+        tracking_options,
+        click.option("--name", help="Search name (the parent run's name) [default: SPACE-DATASET-TIME]."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Searcher seed."),
+        click.option("--storage-path", envvar="SEARCH_STORAGE_PATH", help="Ray results and checkpoints [default: ./ray_results]."),
+        click.option("--resume", is_flag=True, help="Continue the interrupted search --name."),
+        click.option("--max-failures", default=0, show_default=True, type=int, help="Retries of a trial lost to a crash."),
+        click.option("--tracking-retry-s", default=120.0, show_default=True, type=click.FloatRange(min=0),
+                     help="How long MLflow writes are retried while the tracking server is away; then the search "
+                          "stops with an error, and --resume continues it."),
+    ]
+    for option in reversed(opts):
+        f = option(f)
+    return f
+
+
+def launch_options(kwargs: dict[str, Any], quiet: bool) -> Any:
+    """``LaunchOptions`` from a command's keyword arguments (those that are launch options)."""
+    from search.tune import LaunchOptions
+
+    known = set(LaunchOptions().flat())
+    return LaunchOptions.from_flat(**{k: v for k, v in kwargs.items() if k in known}, quiet=quiet)
+
+
+def retrain_options(f: F) -> F:
+    opts = [
+        click.option("--epochs", type=int, help="Epochs [default: the best trial's best epoch]."),
+        click.option("--seeds", default=3, show_default=True, type=int, help="Retrain with this many seeds: mean ± std."),
+        click.option("--register", metavar="NAME", help="Register the best seed's model in the Model Registry."),
+        click.option("--compare-runner-up", is_flag=True, help="Also retrain the runner-up, to tell a real lead from luck."),
+    ]
+    for option in reversed(opts):
+        f = option(f)
+    return f
+
+
+def evaluate_options(f: F) -> F:
+    opts = [
+        click.option("--mc-samples", default=100, show_default=True, type=int, help="MC dropout samples T."),
+    ]
+    for option in reversed(opts):
+        f = option(f)
+    return f

@@ -1,0 +1,77 @@
+"""``search trial``: one config, trained in process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from search.cli.base import cli
+from search.cli.options import dataset_options, json_option, quiet_option
+from search.errors import SearchError
+
+
+@cli.command()
+@click.option("--space", "space_name", default="quick", show_default=True, help="Space to sample from (name or path).")
+@dataset_options
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fix a key (repeatable).")
+@click.option("--seed", default=0, show_default=True, help="Seed for the sampled config and the weights.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the config's `epochs`).")
+@json_option
+@quiet_option
+def trial(
+    space_name: str,
+    dataset: str,
+    data_dir: str | None,
+    target: str,
+    overrides: tuple[str, ...],
+    seed: int,
+    epochs: int | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Train one config in process: sampled from --space with --seed, then --set overrides.
+
+    \b
+    Examples:
+      search trial --space quick --dataset digits
+      search trial --set activation=selu --set initializer=lecun_normal --set standardize=true
+    """
+    from search import config as vocab
+    from search.data import load_dataset
+    from search.space import load_space
+    from search.train import fit
+
+    cfg = load_space(space_name).sample(seed)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SearchError(f"--set {item}: expected KEY=VALUE, e.g. --set n_hidden=3")
+        cfg[key.strip()] = vocab.parse_value(key.strip(), text)
+    cfg = {k: v for k, v in cfg.items() if vocab.applies(k, cfg)}  # e.g. momentum after --set optimizer=adam
+    vocab.check_config(cfg)
+    data = load_dataset(dataset, data_dir=data_dir, target=target)
+    if not quiet:
+        click.echo(data.describe(), err=True)
+        click.echo("config: " + json.dumps(cfg, default=str), err=True)
+
+    def show(row: dict[str, float], _model: Any) -> None:
+        if not as_json:
+            click.echo(
+                f"epoch {int(row['epoch']):3d}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
+                f"lr {row['lr']:.2e}  {row['epoch_time_s']:.2f}s"
+            )
+
+    result = fit(cfg, data, epochs=epochs, report=show, seed=seed)
+    best = result.best()
+    summary = {"config": cfg, "epochs": result.epochs, "best_epoch": int(best["epoch"]),
+               "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "history": result.history}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(
+            f"result: val_accuracy {best['val_accuracy']:.4f}  val_loss {best['val_loss']:.4f}  "
+            f"(best epoch {int(best['epoch'])} of {result.epochs})"
+        )

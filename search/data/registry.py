@@ -1,0 +1,90 @@
+"""The dataset registry: a name (or a path) to a ``Dataset``; a new dataset is one entry here.
+
+- ``digits`` (the default): scikit-learn's bundled 8x8 digits, pixels scaled to [0, 1], split
+  60/20/20 (train/valid/test), stratified, with a fixed seed; the splits are cached in
+  ``cache_dir()`` so that later commands skip scikit-learn's import.
+- ``mnist`` and ``fashion_mnist``: the IDX files (``search.data.idx``).
+- a ``.csv`` or ``.npz`` path: the user's own features and labels (``search.data.files``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from search.data.dataset import Dataset
+from search.data.files import load_csv, load_npz
+from search.data.idx import load_idx_dataset
+from search.data.splits import _read_split_cache, _split_three, _write_split_cache
+from search.errors import DataError
+
+DEFAULT_DATASET = "digits"
+Loader = Callable[["str | Path | None"], Dataset]  # data_dir -> Dataset
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits, pixels in [0, 1], split 60/20/20 stratified with seed 0.
+
+    The splits are cached (see ``cache_dir``): importing scikit-learn costs seconds on every
+    ``search`` command, reading the cache milliseconds.
+    """
+    cached = _read_split_cache("digits")
+    if cached is not None:
+        train, valid, test = cached
+    else:
+        from sklearn.datasets import load_digits as sk_load_digits
+
+        bunch = sk_load_digits()
+        x = (bunch.images / 16.0).astype(np.float32)
+        y = bunch.target.astype(np.int64)
+        train, valid, test = _split_three(x, y, valid_fraction=0.2, test_fraction=0.2, what="digits")
+        _write_split_cache("digits", (train, valid, test))
+    return Dataset("digits", train, valid, test, 10, tuple(str(i) for i in range(10)))
+
+
+# name -> loader(data_dir); names are matched case-insensitively, with "-" read as "_".
+DATASETS: dict[str, Loader] = {
+    "digits": lambda data_dir: load_digits(),
+    "mnist": lambda data_dir: load_idx_dataset("mnist", data_dir=data_dir),
+    "fashion_mnist": lambda data_dir: load_idx_dataset("fashion_mnist", data_dir=data_dir),
+}
+FILE_LOADERS: dict[str, Callable[..., Dataset]] = {".csv": load_csv, ".npz": load_npz}
+
+
+def load_dataset(
+    name_or_path: str = DEFAULT_DATASET,
+    *,
+    data_dir: str | Path | None = None,
+    target: str = "label",
+) -> Dataset:
+    """Load a built-in dataset by name (``DATASETS``) or a ``.csv``/``.npz`` file by path.
+
+    ``data_dir`` is where ``mnist``/``fashion_mnist`` look for their IDX files first;
+    ``target`` names the label column of a CSV file.
+    """
+    text = str(name_or_path).strip()
+    path = Path(text).expanduser()
+    if text and path.is_file():
+        return _load_file(path, target=target)
+    if text and path.is_dir():
+        raise DataError(f"{text} is a directory; give a .csv or .npz file, or one of {', '.join(DATASETS)}")
+    key = text.lower().replace("-", "_")
+    if key in DATASETS:
+        return DATASETS[key](data_dir)
+    if path.suffix or os.sep in text or "/" in text:
+        raise DataError(
+            f"no such dataset file: {text}; give a .csv or .npz path, or one of {', '.join(DATASETS)}"
+        )
+    raise DataError(f"unknown dataset {text!r}: give one of {', '.join(DATASETS)}, or a path to a .csv or .npz file")
+
+
+def _load_file(path: Path, *, target: str) -> Dataset:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return load_csv(path, target=target)
+    if suffix in FILE_LOADERS:
+        return FILE_LOADERS[suffix](path)
+    raise DataError(f"unsupported dataset file type {suffix or '(none)'!r}: {path}; give a .csv or .npz file")

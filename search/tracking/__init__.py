@@ -1,0 +1,52 @@
+"""MLflow: the only package that imports mlflow (inside its functions, so importing it is cheap).
+
+- ``tags``: every tag, param and metric name the project writes, each with its meaning;
+- ``store``: the tracking URI (always absolute), reachability, the client, retries;
+- ``writer``: ``Tracker``, the driver's single writer (parent run, child runs, metrics);
+- ``record``: ``SearchRecord``, the read model later commands use, and the one "best" rule;
+- ``description``: the parent run's markdown description, section by section;
+- ``models``: Keras models logged with MLflow's flavor, registered, and loaded back.
+
+The names below are the package's API; the tag constants are also here, so that
+``tracking.ROLE`` reads as ``mlflow_tags.MLFLOW_PARENT_RUN_ID`` does in mlflow.
+"""
+
+from search.tracking.models import load_keras_model, log_keras_model
+from search.tracking.ranking import rank_key
+from search.tracking.record import (
+    SearchRecord,
+    artifact_paths,
+    config_of,
+    get_run,
+    list_searches,
+    metric_history,
+)
+from search.tracking.store import (
+    check_reachable,
+    client,
+    experiment_id,
+    git_commit,
+    resolve_tracking_uri,
+    retrying,
+)
+from search.tracking.tags import (
+    END_STATE,
+    FAIL_REASON,
+    NODE,
+    NODE_ID,
+    NOTE,
+    PARENT,
+    ROLE,
+    RUN_NAME,
+    SEARCH_NAME,
+    STOPPED_BY,
+    TRIAL_ID,
+)
+from search.tracking.writer import Tracker
+
+__all__ = [
+    "END_STATE", "FAIL_REASON", "NODE", "NODE_ID", "NOTE", "PARENT", "ROLE", "RUN_NAME", "SEARCH_NAME", "STOPPED_BY",
+    "TRIAL_ID", "SearchRecord", "Tracker", "artifact_paths", "check_reachable", "client", "config_of", "experiment_id",
+    "get_run", "git_commit", "list_searches", "load_keras_model", "log_keras_model", "metric_history", "rank_key",
+    "resolve_tracking_uri", "retrying",
+]

@@ -1,0 +1,60 @@
+"""Models in MLflow: log a Keras model with MLflow's Keras flavor, register it, and load one back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from search.errors import SearchError
+from search.tracking import tags
+from search.tracking.writer import Tracker
+
+PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
+
+
+def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any, register: str | None = None) -> str:
+    """Log ``model`` with MLflow's Keras flavor (signature and input example) on ``run_id``; register it.
+
+    ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
+    before creating the model folder), so the flavor is saved with ``save_model`` into a folder
+    made first, then logged as the run's ``model`` artifact. Returns the model URI.
+    """
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, tags.MODEL_FOLDER)
+        os.makedirs(path)
+        mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
+        tracker._retry(lambda: tracker.mlflow.log_artifacts(run_id, path, tags.MODEL_FOLDER), "the model")
+    model_uri = f"runs:/{run_id}/{tags.MODEL_FOLDER}"
+    if register:
+        mlflow.set_tracking_uri(tracker.uri)
+        version = mlflow.register_model(model_uri, register)
+        tracker.set_tags(run_id, {tags.REGISTERED_MODEL: f"models:/{register}/{version.version}"})
+    tracker.set_tags(run_id, {tags.MODEL_URI: model_uri, tags.BEST_SEED: "true"})
+    return model_uri
+
+
+def load_keras_model(model_uri: str, tracking_uri: str) -> Any:
+    """A Keras model from an MLflow model URI, or from a logged ``.keras`` file."""
+    import mlflow
+
+    import search.model  # noqa: F401 (registers the custom layers and schedules with Keras)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        if model_uri.endswith(".keras"):
+            import keras
+
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=tracking_uri)
+            return keras.saving.load_model(local)
+        return mlflow.keras.load_model(model_uri)
+    except SearchError:
+        raise
+    except Exception as err:  # noqa: BLE001 (mlflow and keras raise many types for a bad model)
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise SearchError(f"cannot load a Keras model from {model_uri}: {first}") from None

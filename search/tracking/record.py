@@ -1,0 +1,199 @@
+"""The read model: a search as MLflow records it, for ``runs``, ``best``, ``retrain`` and ``evaluate``.
+
+``SearchRecord.find`` finds a search by name, by parent run id, or the newest one; the record
+then answers the questions later commands ask: its settings, its trials ranked by the one rule
+for "best" (``rank_key``), the best trial, its model's URI, and it rewrites one section of the
+description. Nothing outside ``search/tracking/`` reads MLflow's entities or filter syntax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from search.errors import TrackingError
+from search.tracking import tags
+from search.tracking.ranking import rank_key
+from search.tracking.store import client
+from search.tracking.writer import Tracker
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+MAX_RESULTS = 50000
+
+
+def config_of(run: Run) -> dict[str, Any]:
+    """A run's trial config, back from its params (typed with the config vocabulary)."""
+    from search import config as vocab
+
+    out: dict[str, Any] = {}
+    for key, text in run.data.params.items():
+        if key in vocab.KEYS:
+            out[key] = None if text in ("None", "null") else vocab.parse_value(key, text)
+    return out
+
+
+def list_searches(uri: str, experiment: str) -> list[Run]:
+    """Parent runs of ``experiment``, newest first."""
+    mlc = client(uri)
+    exp = mlc.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return list(mlc.search_runs([exp.experiment_id], filter_string=f"tags.`{tags.ROLE}` = '{tags.ROLE_SEARCH}'",
+                                order_by=["attributes.start_time DESC"], max_results=MAX_RESULTS))
+
+
+def get_run(uri: str, run_id: str) -> Run | None:
+    """The run ``run_id``, or None if the store has none of that id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(uri).get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def artifact_paths(uri: str, run_id: str, folder: str | None = None) -> set[str]:
+    """The artifact paths directly under ``folder`` of a run."""
+    return {a.path for a in client(uri).list_artifacts(run_id, folder)}
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[float]:
+    """Values of ``key`` at each step, in step order."""
+    hist = client(uri).get_metric_history(run_id, key)
+    return [m.value for m in sorted(hist, key=lambda m: m.step)]
+
+
+@dataclass
+class SearchRecord:
+    """One search: its parent run in the store at ``uri``."""
+
+    uri: str
+    parent: Run
+
+    # -- finding ---------------------------------------------------------------------------
+    @classmethod
+    def find(cls, uri: str, experiment: str, *, name: str | None = None, run_id: str | None = None) -> SearchRecord:
+        """A search by parent run id, by name, or the newest in ``experiment``."""
+        if run_id:
+            run = get_run(uri, run_id)
+            if run is None:
+                raise TrackingError(f"no run {run_id} in {uri}; list searches with `search runs`")
+            if run.data.tags.get(tags.ROLE) != tags.ROLE_SEARCH:
+                role = run.data.tags.get(tags.ROLE, "not made by search")
+                raise TrackingError(f"run {run_id} is not a search (its role is {role}); pass the parent run of a search")
+            return cls(uri, run)
+        runs = list_searches(uri, experiment)
+        if name:
+            runs = [r for r in runs if r.data.tags.get(tags.SEARCH_NAME) == name]
+        if not runs:
+            what = f"named {name!r} " if name else ""
+            raise TrackingError(
+                f"no search {what}in experiment {experiment!r} at {uri}; run `search launch` first, or check --experiment"
+            )
+        return cls(uri, runs[0])
+
+    @classmethod
+    def all(cls, uri: str, experiment: str) -> list[SearchRecord]:
+        """Every search in ``experiment``, newest first."""
+        return [cls(uri, run) for run in list_searches(uri, experiment)]
+
+    @classmethod
+    def of_run(cls, uri: str, run: Run) -> SearchRecord | None:
+        """The search a run belongs to (the run itself for a parent run), if any."""
+        if run.data.tags.get(tags.ROLE) == tags.ROLE_SEARCH:
+            return cls(uri, run)
+        parent_id = run.data.tags.get(tags.PARENT)
+        parent = get_run(uri, parent_id) if parent_id else None
+        return cls(uri, parent) if parent is not None else None
+
+    # -- what it is ------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.parent.info.run_id
+
+    @property
+    def name(self) -> str:
+        return self.parent.info.run_name
+
+    @property
+    def experiment_id(self) -> str:
+        return self.parent.info.experiment_id
+
+    @property
+    def experiment_name(self) -> str:
+        return client(self.uri).get_experiment(self.experiment_id).name
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        return self.parent.data.params
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        return self.parent.data.tags
+
+    @property
+    def metric(self) -> str:
+        return self.params.get("metric", "val_accuracy")
+
+    @property
+    def mode(self) -> str:
+        return self.params.get("mode", "max")
+
+    # -- its trials ------------------------------------------------------------------------
+    def children(self, role: str | None = None) -> list[Run]:
+        filt = f"tags.`{tags.PARENT}` = '{self.run_id}'" + (f" and tags.`{tags.ROLE}` = '{role}'" if role else "")
+        return list(client(self.uri).search_runs([self.experiment_id], filter_string=filt, max_results=MAX_RESULTS))
+
+    def ranked_trials(self) -> list[Run]:
+        """The trial runs that scored the search metric, best first by ``rank_key``."""
+        key = tags.best_metric(self.metric)
+        scored = [r for r in self.children(tags.ROLE_TRIAL) if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
+        return sorted(scored, key=lambda r: rank_key(r.data.metrics[key], r.data.metrics.get(tags.BEST_EPOCH_VAL_LOSS),
+                                                     r.info.run_name or "", self.mode))
+
+    def best_trial(self) -> Run:
+        """The best trial; a ``TrackingError`` when no trial scored."""
+        trials = self.ranked_trials()
+        if not trials:
+            raise TrackingError(f"search {self.name} has no finished trial with {self.metric}")
+        return trials[0]
+
+    def score(self, trial: Run) -> float:
+        """A trial's value of the search metric (its best epoch's)."""
+        return trial.data.metrics[tags.best_metric(self.metric)]
+
+    def model_run_id(self) -> str | None:
+        """The run holding the search's model: the best retrain, else the best trial."""
+        return self.tags.get(tags.BEST_RETRAIN_RUN_ID) or self.tags.get(tags.BEST_RUN_ID) or None
+
+    # -- views for the CLI -----------------------------------------------------------------
+    def overview(self) -> dict[str, Any]:
+        """One row of ``search runs``: name, status, space, trials and the best metric."""
+        metrics = self.parent.data.metrics
+        trials = metrics.get(tags.TRIALS)
+        return {"name": self.name, "run_id": self.run_id, "status": self.parent.info.status,
+                "space": self.params.get("space"), "trials": None if trials is None else int(trials),
+                "metric": self.metric, "best": metrics.get(tags.best_metric(self.metric))}
+
+    def trial_view(self, trial: Run) -> dict[str, Any]:
+        """What ``search best`` prints of a trial: its metric, best epoch, config and every metric."""
+        epoch = trial.data.metrics.get(tags.BEST_EPOCH)
+        return {"search": self.name, "parent_run_id": self.run_id, "run_id": trial.info.run_id,
+                "trial": trial.info.run_name, "metric": self.metric, "value": self.score(trial),
+                "best_epoch": None if epoch is None else int(epoch), "config": config_of(trial),
+                "metrics": dict(trial.data.metrics)}
+
+    # -- writing its description -----------------------------------------------------------
+    def writer(self) -> Tracker:
+        """A tracker whose parent run is this search (for child runs, tags and metrics)."""
+        tracker = Tracker(self.uri, self.experiment_name)
+        tracker.parent_run_id = self.run_id
+        return tracker
+
+    def update_section(self, heading: str, body: str) -> str:
+        """Replace the ``### heading`` section of the search's description."""
+        return self.writer().update_section(self.run_id, heading, body)

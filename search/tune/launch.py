@@ -1,0 +1,253 @@
+"""A search's lifecycle, and nothing else: start, run, then finish, interrupt or fail.
+
+``launch(LaunchOptions(...))`` is what ``search launch`` runs. ``Search.start`` checks the
+options, loads the space and the dataset, opens the store, starts Ray and opens the parent run;
+``Search.run`` builds the Ray Tune ``Tuner`` (or restores it, for ``--resume``) and fits it;
+then exactly one of ``finish`` (every trial ended), ``interrupt`` (Ctrl-C: Ray saved its
+state, ``--resume`` continues) or ``fail`` (anything else) ends the parent run, in a known state.
+
+The driver loads the dataset once and hands it to the trials through Ray's object store; the
+trials (``search.tune.trainable``) fit and report; ``MLflowCallback`` records every trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search.errors import Interrupted, SearchError, TrackingError
+from search.tracking import Tracker, check_reachable, resolve_tracking_uri, tags
+from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, default_scheduler, make_scheduler, make_searcher
+from search.tune.options import LaunchOptions, validate
+from search.tune.results import Grid, SearchResult, replace_callbacks, summarize
+
+if TYPE_CHECKING:
+    from search.data import Dataset
+    from search.space import Space
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+def launch(opts: LaunchOptions, *, progress: Progress | None = None) -> SearchResult:
+    """Run a search and record it in MLflow; returns its summary."""
+    search = Search(opts, progress=progress)
+    search.start()
+    return search.run()
+
+
+def default_name(space: str, dataset: str) -> str:
+    stem = Path(space).stem if space.endswith((".yaml", ".yml")) else space
+    data = Path(dataset).stem if Path(dataset).suffix else dataset
+    return f"{stem}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def storage_root(path: str | None) -> str:
+    """Where Ray keeps the experiment (trial results, checkpoints, searcher state)."""
+    root = path or os.environ.get("SEARCH_STORAGE_PATH") or str(Path.cwd() / "ray_results")
+    return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+class Search:
+    """One search, from start to end; whatever happens after ``start``, its parent run is ended."""
+
+    def __init__(self, opts: LaunchOptions, *, progress: Progress | None = None) -> None:
+        self.opts = opts
+        self.progress = progress
+        self.started = time.perf_counter()
+        self.space: Space
+        self.dataset: Dataset
+        self.uri = ""
+        self.name = opts.run.name or default_name(opts.search.space, opts.search.dataset)
+        self.root = storage_root(opts.run.storage_path)
+        self.tracker: Tracker | None = None
+        self.plan: Plan | None = None
+        self.scheduler = ""
+        self.parent_run_id: str | None = None
+
+    @property
+    def resume_hint(self) -> str:
+        storage = f" --storage-path {self.opts.run.storage_path}" if self.opts.run.storage_path else ""
+        return f"`search launch --name {self.name} --resume`{storage}"
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Everything before the trials; bad input fails here, with nothing recorded."""
+        from search.data import load_dataset
+        from search.space import load_space
+        from search.tune.session import connect, resolve_concurrency
+
+        opts, s = self.opts, self.opts.search
+        validate(opts)
+        self.space = load_space(s.space)
+        self.uri = resolve_tracking_uri(opts.tracking.tracking_uri)
+        check_reachable(self.uri)
+        # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
+        # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
+        self.dataset = load_dataset(s.dataset, data_dir=s.data_dir, target=s.target)
+        if opts.run.resume and "://" not in self.root and not _can_restore(self.experiment_dir):
+            raise SearchError(f"nothing to resume at {self.experiment_dir}; check --name and --storage-path")
+        self.tracker = Tracker(self.uri, opts.tracking.experiment, retry_s=opts.tracking.tracking_retry_s)
+        # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
+        # does starting Ray, which mostly waits on the processes it starts: do both at once.
+        opening = _InBackground(self.tracker.experiment_id)
+        connect(opts.resources.address, quiet=opts.run.quiet)
+        concurrency = resolve_concurrency(opts.resources, s.num_samples)
+        self.scheduler = s.scheduler or default_scheduler(s.num_samples, concurrency)
+        self.plan = Plan(space=self.space, metric=s.metric, mode=s.mode, seed=s.seed, num_samples=s.num_samples,
+                         concurrency=concurrency, max_t=s.max_epochs or int(self.space.max_value("epochs")))
+        opening.result()
+        self._open_parent()
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.root, self.name)
+
+    def _open_parent(self) -> None:
+        from search.tune.summary import search_params, search_tags
+
+        assert self.tracker is not None and self.plan is not None
+        kw = {"scheduler": self.scheduler, "concurrency": self.plan.concurrency, "max_t": self.plan.max_t}
+        self.parent_run_id = self.tracker.start_search(
+            self.name, search_params(self.opts, **kw), search_tags(self.opts, self.space, self.dataset, **kw),
+            resume=self.opts.run.resume,
+        )
+        if not self.opts.run.resume:
+            self.tracker.log_text(self.parent_run_id, self.space.source, tags.SPACE_ARTIFACT)
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        """Fit the trials; then finish, interrupt or fail."""
+        from search.tune.session import quiet_ray_output
+
+        try:
+            tuner = self._tuner()
+            with quiet_ray_output(self.opts.run.quiet):
+                grid = Grid(tuner.fit())
+        except TrackingError as err:
+            # The callback gave up on MLflow: Tune stopped the trials and raised. Its last saved state
+            # (saved at each trial checkpoint) is what --resume continues; MLflow is not written again.
+            raise TrackingError(
+                f"{err}; the search stopped (Ray saved its state): once the tracking server at {self.uri} is back, "
+                f"continue it with {self.resume_hint}"
+            ) from None
+        except BaseException as err:
+            self.fail(err)
+            raise
+        assert self.tracker is not None
+        unfinished = grid.unfinished(self.tracker)
+        if unfinished:  # Ctrl-C: Ray saved the experiment; leave the runs for --resume to reopen
+            self.interrupt(unfinished)
+        return self.finish(grid)
+
+    def _tuner(self) -> Any:
+        from ray import tune
+
+        from search.tune.callbacks import LiveView, MLflowCallback
+        from search.tune.trainable import CHECKPOINT_SCORE, run_trial
+
+        assert self.tracker is not None and self.plan is not None
+        s, plan, entry = self.opts.search, self.plan, SCHEDULERS[self.scheduler]
+        callbacks = [MLflowCallback(self.tracker, self.space, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs)]
+        if self.progress:
+            callbacks.append(LiveView(s.metric, s.mode, self.progress))
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                run_trial, space=self.space, dataset=self.dataset, max_epochs=s.max_epochs,
+                cpu_threads=max(1, int(self.opts.resources.cpus_per_trial)), metric=s.metric, mode=s.mode,
+                checkpoint_every=self.opts.run.checkpoint_every or entry.checkpoint_every(plan.max_t),
+                checkpoint_share=entry.checkpoint_share, checkpoint_at=entry.stops_at(plan.max_t),
+            ),
+            {"cpu": self.opts.resources.cpus_per_trial, "gpu": self.opts.resources.gpus_per_trial},
+        )
+        if self.opts.run.resume:
+            tuner = tune.Tuner.restore(str(self.experiment_dir), trainable, resume_unfinished=True, resume_errored=False)
+            replace_callbacks(tuner, callbacks)
+            return tuner
+        return tune.Tuner(
+            trainable,
+            param_space=self.space.to_ray() if SEARCHERS[s.searcher].param_space else {},
+            tune_config=tune.TuneConfig(
+                search_alg=make_searcher(s.searcher, plan), scheduler=make_scheduler(self.scheduler, plan),
+                metric=s.metric, mode=s.mode, num_samples=s.num_samples, max_concurrent_trials=plan.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=self.name, storage_path=self.root, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=self.opts.run.max_failures),
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order=s.mode
+                ),  # the best checkpoint, and Ray always keeps the latest for resuming
+                verbose=0, progress_reporter=None,
+            ),
+        )
+
+    # -- the three ends --------------------------------------------------------------------
+    def finish(self, grid: Grid) -> SearchResult:
+        """Every trial ended: the summary, the best trial and the report on the parent run; close it."""
+        from search.tune.summary import finish_search
+
+        assert self.tracker is not None
+        s = self.opts.search
+        result = summarize(grid, self.tracker, self.space, name=self.name, experiment=self.opts.tracking.experiment,
+                           uri=self.uri, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
+                           storage=str(self.experiment_dir))
+        result.wall_time_s = time.perf_counter() - self.started
+        finish_search(self.tracker, result, grid)
+        return result
+
+    def interrupt(self, unfinished: list[Any]) -> None:
+        """Ctrl-C: end the open runs KILLED (``--resume`` reopens them) and say how to continue."""
+        assert self.tracker is not None and self.parent_run_id is not None
+        self.tracker.flush()
+        for trial in unfinished:
+            if trial.trial_id in self.tracker.runs:
+                self.tracker.end_run(self.tracker.runs[trial.trial_id], "KILLED", {tags.END_STATE: tags.END_INTERRUPTED})
+        self.tracker.end_run(self.parent_run_id, "KILLED", {tags.SEARCH_STATE: tags.END_INTERRUPTED})
+        raise Interrupted(
+            f"search {self.name} interrupted with {len(unfinished)} trials unfinished; continue it with {self.resume_hint}"
+        )
+
+    def fail(self, err: BaseException) -> None:
+        """Anything else: the parent run ends FAILED with the reason, if it could be recorded."""
+        if self.tracker is None or self.parent_run_id is None:
+            return
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        try:
+            self.tracker.end_run(self.parent_run_id, status, {tags.FAIL_REASON: reason})
+        except Exception as write_err:  # noqa: BLE001 (the original error is the one to raise)
+            log.warning("could not mark the search's parent run FAILED: %s", write_err)
+
+
+def _can_restore(path: Path) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(path))
+
+
+class _InBackground:
+    """Run ``fn`` in a thread now; ``result()`` waits for it and returns or raises what it did."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="search-open-tracking", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._outcome = (True, fn())
+        except BaseException as err:  # noqa: BLE001 (raised again by result())
+            self._outcome = (False, err)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value

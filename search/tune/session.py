@@ -1,0 +1,150 @@
+"""The Ray session: join a cluster or start a local Ray, explain refused connections, size the search.
+
+Ray is imported inside the functions, so the CLI can import this module for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from search.errors import ClusterError, SearchError
+from search.tune.options import Resources
+
+log = logging.getLogger(__name__)
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not log.isEnabledFor(logging.INFO):  # Ray's start-up notices (token auth, dashboard) are not results
+        logging.getLogger("ray").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Checkpoints are kept per improvement; Ray's hint about snapshot frequency is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trials inherit the driver's env: keep TF quiet in every worker.
+    runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "ABSL_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}}
+    kwargs: dict[str, Any] = {
+        "log_to_driver": log.isEnabledFor(logging.INFO),  # worker output only with -v
+        "logging_level": logging.WARNING,
+        "runtime_env": runtime_env,
+    }
+    try:
+        if address:
+            # Ray's C++ client logs every refused attempt (InvalidAuthToken, ...) straight to fd 2 for
+            # 20 s; keep that off the terminal, and give it back only if the connection succeeds.
+            with _captured_stderr() as captured:
+                ray.init(address=address, **kwargs)
+            if captured.text:
+                sys.stderr.write(captured.text)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
+        raise ClusterError(_explain_connect_error(address, err)) from None
+
+
+class _captured_stderr:
+    """Redirect file descriptor 2 (C++ logs included) to a temporary file; ``.text`` after."""
+
+    text = ""
+
+    def __enter__(self) -> _captured_stderr:
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        if exc[0] is not None and self.text:
+            log.debug("Ray's output while connecting:\n%s", self.text)
+
+
+# Ray reports a refused token as a ConnectionError whose cause holds the AuthenticationError.
+_AUTH_MARKERS = ("invalidauthtoken", "authenticationerror", "unauthenticated", "authentication token")
+
+
+def _is_auth_error(err: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = f"{type(current).__name__}: {current}".lower()
+        if any(marker in text for marker in _AUTH_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _explain_connect_error(address: str | None, err: Exception) -> str:
+    text = str(err)
+    if _is_auth_error(err):
+        mode = os.environ.get("RAY_AUTH_MODE", "")
+        has_token = bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                         or Path("~/.ray/auth_token").expanduser().is_file())
+        if mode.lower() != "token":
+            given = f"RAY_AUTH_MODE is {mode!r}, so no token was sent; " if mode else "no token was sent; "
+        else:
+            given = "the token given was refused; " if has_token else "no token was found; "
+        return (
+            f"the Ray cluster at {address} requires token authentication: {given}set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN (or put the token in ~/.ray/auth_token) to the cluster's token"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if address:
+        return f"cannot connect to the Ray cluster at {address}: {first}; check --address (or RAY_ADDRESS)"
+    return f"cannot start a local Ray: {first}"
+
+
+def resolve_concurrency(resources: Resources, num_samples: int) -> int:
+    """How many trials run at once; an error if the cluster cannot run that many."""
+    import ray
+
+    cluster = ray.cluster_resources()
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    fit = int(cpus // resources.cpus_per_trial) if resources.cpus_per_trial else num_samples
+    if resources.gpus_per_trial:
+        if gpus < resources.gpus_per_trial:
+            raise SearchError(f"--gpus-per-trial {resources.gpus_per_trial:g}, but the cluster has {gpus:g} GPUs; use 0 on a CPU-only cluster")
+        fit = min(fit, int(gpus // resources.gpus_per_trial))
+    if fit < 1:
+        raise SearchError(f"--cpus-per-trial {resources.cpus_per_trial:g} is more than the cluster's {cpus:g} CPUs")
+    if resources.concurrency is None:
+        return max(1, min(fit, num_samples))
+    if resources.concurrency > fit:
+        raise SearchError(
+            f"--concurrency {resources.concurrency} needs {resources.concurrency * resources.cpus_per_trial:g} CPUs at "
+            f"{resources.cpus_per_trial:g} per trial, but the cluster has {cpus:g}; lower --concurrency or --cpus-per-trial"
+        )
+    return resources.concurrency
+
+
+class quiet_ray_output:
+    """Ray Tune prints its own tables and hints on stdout; keep stdout for results."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __enter__(self) -> None:
+        self._stdout = sys.stdout
+        sys.stdout = sys.stderr if not self.quiet else open(os.devnull, "w")  # noqa: SIM115
+
+    def __exit__(self, *exc: Any) -> None:
+        if sys.stdout is not sys.stderr:
+            sys.stdout.close()
+        sys.stdout = self._stdout

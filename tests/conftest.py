@@ -1,0 +1,90 @@
+"""Shared fixtures: a real local Ray (2 CPUs), a free loopback port, and a finished search store.
+
+Everything is real: Ray runs in this process, MLflow writes a SQLite store under a temporary
+folder, and a port is one the kernel just handed out on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# A small space whose trials differ only in the learning rate: three trials, three epochs each.
+STORE_SPACE = """\
+description: a tiny space for the pipeline tests
+params:
+  n_hidden: 1
+  n_neurons: 32
+  dropout: 0.2
+  optimizer: adam
+  learning_rate: {choice: [0.003, 0.01]}
+  batch_size: 64
+  epochs: 3
+"""
+
+
+def pick_free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """``free_port()`` gives a fresh free loopback port at each call."""
+    return pick_free_port
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray with 2 CPUs for the module's tests (reused if one is already up)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    if started:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class SearchStore:
+    """A finished search: its store's URI, its parent run, and the folder holding both."""
+
+    uri: str
+    parent: str
+    root: Path
+
+    def __getitem__(self, key: str) -> Any:  # the pipeline tests read it as a mapping
+        return getattr(self, key)
+
+
+@pytest.fixture(scope="module")
+def search_store(tmp_path_factory: pytest.TempPathFactory) -> SearchStore:
+    """A finished 3-trial random search over ``STORE_SPACE`` on digits, run in process on a real Ray."""
+    import ray
+
+    from search.tune import LaunchOptions
+    from search.tune.launch import launch
+
+    root = tmp_path_factory.mktemp("store")
+    space = root / "space.yaml"
+    space.write_text(STORE_SPACE)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        result = launch(LaunchOptions.from_flat(
+            space=str(space), num_samples=3, searcher="random", scheduler="fifo", name="pipe", quiet=True,
+            tracking_uri=f"sqlite:///{root}/mlflow.db", storage_path=str(root / "ray"),
+        ))
+    finally:
+        if started:
+            ray.shutdown()
+    return SearchStore(uri=result.tracking_uri, parent=result.parent_run_id, root=root)
