@@ -50,7 +50,7 @@ def run(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
         "",
         f"Measured {common.environment_line(env)}.",
         "",
-        "Method: the `search` console script in a fresh process, wall time from fork to exit. `search/cli.py` "
+        "Method: the `search` console script in a fresh process, wall time from fork to exit. `search/cli/` "
         "imports only click at module level; Ray, TF and MLflow are imported inside the commands.",
         "",
         common.md_table(rows, header),

@@ -98,7 +98,6 @@ def evaluate(
     """MC-dropout evaluation of a model on the test split, logged as a ``role=evaluate`` child run."""
 
     from pipelines import mc_dropout as mc
-    from pipelines import mc_plots
     from pipelines import uncertainty as unc
     from search.data import load_dataset, merge_train_valid
     from search.train import prepare
@@ -130,21 +129,8 @@ def evaluate(
     metrics = unc.summarize(samples, test.y, deterministic_probs=det)
     if note:
         metrics.pop("mc", None)  # a single deterministic "sample" is not an MC estimate
-    p_mean = samples.mean(axis=0)
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder)
-        files = [
-            unc.save_predictions(out / "predictions.npz", labels=test.y, probs_mean=p_mean, probs_std=samples.std(axis=0),
-                                entropy=unc.entropy(p_mean), mutual_info=unc.mutual_information(samples),
-                                deterministic_probs=det),
-            mc_plots.plot_reliability(p_mean, test.y, out / "reliability.png", deterministic_probs=det),
-            mc_plots.plot_coverage({"MC dropout": p_mean.max(axis=1), "deterministic": det.max(axis=1)},
-                             {"MC dropout": p_mean.argmax(axis=1) == test.y, "deterministic": det.argmax(axis=1) == test.y},
-                             out / "coverage.png"),
-            mc_plots.plot_uncertainty_hist(unc.entropy(p_mean), p_mean.argmax(axis=1) == test.y, out / "uncertainty.png"),
-        ]
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        files.append(out / "metrics.json")
+        files = _artifacts(Path(folder), samples, det, test.y, metrics)
         eval_run = _log(uri, source, metrics, files, samples=samples.shape[0], seed=seed, dataset=name, note=note)
     if source.search is not None and eval_run:
         source.search.update_section("Evaluate", evaluate_section(
@@ -154,6 +140,26 @@ def evaluate(
         model_uri=source.model_uri, run_id=eval_run, parent_run_id=source.search.run_id if source.search else None,
         dataset=name, samples=int(samples.shape[0]), metrics=metrics, artifacts=[Path(f).name for f in files], note=note,
     )
+
+
+def _artifacts(out: Path, samples: Any, det: Any, y: Any, metrics: dict[str, dict[str, float]]) -> list[Path]:
+    """predictions.npz, the three plots and metrics.json, written into ``out``."""
+    from pipelines import mc_plots
+    from pipelines import uncertainty as unc
+
+    p_mean = samples.mean(axis=0)
+    right = {"MC dropout": p_mean.argmax(axis=1) == y, "deterministic": det.argmax(axis=1) == y}
+    files = [
+        unc.save_predictions(out / "predictions.npz", labels=y, probs_mean=p_mean, probs_std=samples.std(axis=0),
+                             entropy=unc.entropy(p_mean), mutual_info=unc.mutual_information(samples),
+                             deterministic_probs=det),
+        mc_plots.plot_reliability(p_mean, y, out / "reliability.png", deterministic_probs=det),
+        mc_plots.plot_coverage({"MC dropout": p_mean.max(axis=1), "deterministic": det.max(axis=1)}, right,
+                               out / "coverage.png"),
+        mc_plots.plot_uncertainty_hist(unc.entropy(p_mean), right["MC dropout"], out / "uncertainty.png"),
+    ]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return [*files, out / "metrics.json"]
 
 
 def _log(uri: str, source: _Source, metrics: dict[str, dict[str, float]], files: list[Path], *, samples: int,

@@ -314,7 +314,9 @@ def mc_predict(
     jit_compile: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> MCResult:
-    """``samples`` MC dropout forward passes of ``model`` over ``x``, fast.
+    """
+    # One function on purpose: the chunk loop shares the compiled prefix/suffix, the seeded generators
+    # and the progress count, and reads best top to bottom as the algorithm the docstring states.``samples`` MC dropout forward passes of ``model`` over ``x``, fast.
 
     The layers before the first dropout layer run once per input, in batches of
     ``batch_size``, in inference mode. For the rest, each chunk of prefix activations is

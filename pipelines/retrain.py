@@ -46,21 +46,15 @@ class ConfigRetrain:
     epochs: int
     seeds: list[SeedRun] = field(default_factory=list)
 
-    @property
-    def accuracy_mean(self) -> float:
-        return statistics.fmean(s.test_accuracy for s in self.seeds)
+    def stats(self, key: str) -> tuple[float, float]:
+        """Mean and standard deviation over the seeds of ``key`` (``test_accuracy`` or ``test_loss``)."""
+        values = [getattr(s, key) for s in self.seeds]
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    @property
-    def accuracy_std(self) -> float:
-        return statistics.stdev(s.test_accuracy for s in self.seeds) if len(self.seeds) > 1 else 0.0
-
-    @property
-    def loss_mean(self) -> float:
-        return statistics.fmean(s.test_loss for s in self.seeds)
-
-    @property
-    def loss_std(self) -> float:
-        return statistics.stdev(s.test_loss for s in self.seeds) if len(self.seeds) > 1 else 0.0
+    accuracy_mean = property(lambda self: self.stats("test_accuracy")[0])
+    accuracy_std = property(lambda self: self.stats("test_accuracy")[1])
+    loss_mean = property(lambda self: self.stats("test_loss")[0])
+    loss_std = property(lambda self: self.stats("test_loss")[1])
 
     def summary(self) -> dict[str, Any]:
         return {**asdict(self), "test_accuracy_mean": self.accuracy_mean, "test_accuracy_std": self.accuracy_std,
@@ -129,6 +123,8 @@ def retrain(
     progress: Progress | None = None,
 ) -> RetrainResult:
     """Retrain the best trial of a search (and optionally its runner-up) and log the runs."""
+    # One function on purpose: it is the pipeline's order of work (find, train each seed, pick the
+    # best seed, log the model, describe), each step one or two calls.
     if seeds < 1:
         raise SearchError(f"--seeds must be at least 1, got {seeds}")
     if epochs is not None and epochs < 1:

@@ -102,67 +102,55 @@ def build_model(
         raise ConfigError(f"n_classes >= 2 must hold, but got {n_classes}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-
-    layers = keras.layers
-    activation, batch_norm = cfg.activation, cfg.batch_norm
-    bn_momentum = float(cfg.bn_momentum)
-    l1, l2 = float(cfg.l1), float(cfg.l2)
-    max_norm = cfg.max_norm
-    dropout = float(cfg.dropout)
-
-    def kernel_kwargs(hidden: bool) -> dict[str, Any]:
-        kw: dict[str, Any] = {"kernel_regularizer": _kernel_regularizer(l1, l2)}
-        if hidden:
-            kw["kernel_initializer"] = cfg.initializer
-            if max_norm is not None:
-                kw["kernel_constraint"] = keras.constraints.MaxNorm(float(max_norm))
-        else:
-            kw["kernel_initializer"] = "glorot_uniform"
-        return kw
-
     model = keras.Sequential(name="mlp")
     model.add(keras.Input(shape=tuple(input_shape)))
-    model.add(layers.Flatten(name="flatten"))
+    model.add(keras.layers.Flatten(name="flatten"))
     if cfg.input_batch_norm:
-        model.add(layers.BatchNormalization(momentum=bn_momentum, name="input_bn"))
-
-    prelu = activation == "prelu"
+        model.add(keras.layers.BatchNormalization(momentum=float(cfg.bn_momentum), name="input_bn"))
     for i, units in enumerate(hidden_widths(cfg, n_classes), start=1):
-        if batch_norm == "before":
-            model.add(layers.Dense(units, use_bias=False, name=f"dense_{i}", **kernel_kwargs(True)))
-            model.add(layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{i}"))
-            if prelu:
-                model.add(layers.PReLU(name=f"prelu_{i}"))
-            else:
-                model.add(layers.Activation(activation, name=f"act_{i}"))
-        else:
-            dense_activation = None if prelu else activation
-            model.add(layers.Dense(units, activation=dense_activation, name=f"dense_{i}", **kernel_kwargs(True)))
-            if prelu:
-                model.add(layers.PReLU(name=f"prelu_{i}"))
-            if batch_norm == "after":
-                model.add(layers.BatchNormalization(momentum=bn_momentum, name=f"bn_{i}"))
-        if dropout > 0:
-            if cfg.dropout_kind == "alpha":
-                model.add(layers.AlphaDropout(dropout, name=f"dropout_{i}"))
-            else:
-                model.add(layers.Dropout(dropout, name=f"dropout_{i}"))
-
+        for layer in _hidden_block(cfg, i, units):
+            model.add(layer)
     if n_classes == 2:
-        model.add(layers.Dense(1, activation="sigmoid", name="output", **kernel_kwargs(False)))
-        loss = "binary_crossentropy"
-        metric = keras.metrics.BinaryAccuracy(name="accuracy")
+        model.add(keras.layers.Dense(1, activation="sigmoid", name="output", **_kernel_kwargs(cfg, hidden=False)))
+        loss, metric = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
     else:
-        model.add(layers.Dense(n_classes, activation="softmax", name="output", **kernel_kwargs(False)))
-        loss = "sparse_categorical_crossentropy"
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-
-    model.compile(
-        optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch),
-        loss=loss,
-        metrics=[metric],
-    )
+        model.add(keras.layers.Dense(n_classes, activation="softmax", name="output", **_kernel_kwargs(cfg, hidden=False)))
+        loss, metric = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch), loss=loss, metrics=[metric])
     return model
+
+
+def _kernel_kwargs(cfg: TrialConfig, *, hidden: bool) -> dict[str, Any]:
+    """Regularizer on every Dense kernel; the configured initializer and max-norm on the hidden ones."""
+    kw: dict[str, Any] = {"kernel_regularizer": _kernel_regularizer(float(cfg.l1), float(cfg.l2))}
+    if not hidden:
+        return {**kw, "kernel_initializer": "glorot_uniform"}
+    kw["kernel_initializer"] = cfg.initializer
+    if cfg.max_norm is not None:
+        kw["kernel_constraint"] = keras.constraints.MaxNorm(float(cfg.max_norm))
+    return kw
+
+
+def _hidden_block(cfg: TrialConfig, i: int, units: int) -> list[keras.layers.Layer]:
+    """Hidden layer ``i``: Dense, its activation and batch norm in the configured order, then dropout."""
+    layers, activation, momentum = keras.layers, cfg.activation, float(cfg.bn_momentum)
+    prelu = activation == "prelu"
+    block: list[keras.layers.Layer] = []
+    if cfg.batch_norm == "before":
+        block.append(layers.Dense(units, use_bias=False, name=f"dense_{i}", **_kernel_kwargs(cfg, hidden=True)))
+        block.append(layers.BatchNormalization(momentum=momentum, name=f"bn_{i}"))
+        block.append(layers.PReLU(name=f"prelu_{i}") if prelu else layers.Activation(activation, name=f"act_{i}"))
+    else:
+        block.append(layers.Dense(units, activation=None if prelu else activation, name=f"dense_{i}",
+                                  **_kernel_kwargs(cfg, hidden=True)))
+        if prelu:
+            block.append(layers.PReLU(name=f"prelu_{i}"))
+        if cfg.batch_norm == "after":
+            block.append(layers.BatchNormalization(momentum=momentum, name=f"bn_{i}"))
+    if cfg.dropout > 0:
+        kind = layers.AlphaDropout if cfg.dropout_kind == "alpha" else layers.Dropout
+        block.append(kind(float(cfg.dropout), name=f"dropout_{i}"))
+    return block
 
 
 # --------------------------------------------------------------------------- MC dropout

@@ -2,8 +2,8 @@
 
 ``OPTIMIZERS`` maps each ``optimizer`` of ``search.config.OPTIMIZERS`` to a factory, and
 ``SCHEDULES`` each ``lr_schedule`` of ``search.config.SCHEDULES`` to the learning rate it gives
-the optimizer (a float, or a Keras schedule over optimizer steps). A new one is a decorated
-function here (``@optimizer("name")``, ``@schedule("name")``) and its name in the vocabulary.
+the optimizer (a float, or a Keras schedule over optimizer steps). A new one is an entry in
+``OPTIMIZERS`` (or a function decorated ``@schedule("name")``) and its name in the vocabulary.
 Imports Keras and nothing heavier.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -163,71 +164,36 @@ def schedule_callbacks(config: Mapping[str, Any]) -> list[keras.callbacks.Callba
 # --------------------------------------------------------------------------- optimizers
 
 
-Optimizer = Callable[["TrialConfig", Any, dict[str, float]], keras.optimizers.Optimizer]
-OPTIMIZERS: dict[str, Optimizer] = {}  # optimizer -> (config, learning rate, clipping) -> optimizer
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """An optimizer: its Keras class, and the keyword arguments its own knobs give it."""
+
+    cls: Callable[..., keras.optimizers.Optimizer]
+    knobs: Callable[[TrialConfig], dict[str, Any]] = lambda cfg: {}
 
 
-def optimizer(name: str) -> Callable[[Optimizer], Optimizer]:
-    """Register an optimizer factory under ``name`` (one of ``config.OPTIMIZERS``)."""
-
-    def register(fn: Optimizer) -> Optimizer:
-        OPTIMIZERS[name] = fn
-        return fn
-
-    return register
-
-
-def _betas(cfg: TrialConfig) -> dict[str, float]:
+def _betas(cfg: TrialConfig) -> dict[str, Any]:
     return {"beta_1": float(cfg.beta_1), "beta_2": float(cfg.beta_2)}
 
 
-@optimizer("sgd")
-def _sgd(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=lr, **clip)
-
-
-@optimizer("momentum")
-def _momentum(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=lr, momentum=float(cfg.momentum), **clip)
-
-
-@optimizer("nesterov")
-def _nesterov(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=lr, momentum=float(cfg.momentum), nesterov=True, **clip)
-
-
-@optimizer("adagrad")
-def _adagrad(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adagrad(learning_rate=lr, **clip)
-
-
-@optimizer("rmsprop")
-def _rmsprop(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.RMSprop(learning_rate=lr, rho=float(cfg.rho), **clip)
-
-
-@optimizer("adam")
-def _adam(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(learning_rate=lr, **_betas(cfg), **clip)
-
-
-@optimizer("adamax")
-def _adamax(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adamax(learning_rate=lr, **_betas(cfg), **clip)
-
-
-@optimizer("nadam")
-def _nadam(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Nadam(learning_rate=lr, **_betas(cfg), **clip)
-
-
-@optimizer("adamw")
-def _adamw(cfg: TrialConfig, lr: Any, clip: dict[str, float]) -> keras.optimizers.Optimizer:
-    return keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(cfg.weight_decay), **_betas(cfg), **clip)
+# optimizer -> its entry; the learning rate (or schedule) and clipping are added to every one.
+OPTIMIZERS: dict[str, OptimizerEntry] = {
+    "sgd": OptimizerEntry(keras.optimizers.SGD),
+    "momentum": OptimizerEntry(keras.optimizers.SGD, lambda cfg: {"momentum": float(cfg.momentum)}),
+    "nesterov": OptimizerEntry(keras.optimizers.SGD, lambda cfg: {"momentum": float(cfg.momentum), "nesterov": True}),
+    "adagrad": OptimizerEntry(keras.optimizers.Adagrad),
+    "rmsprop": OptimizerEntry(keras.optimizers.RMSprop, lambda cfg: {"rho": float(cfg.rho)}),
+    "adam": OptimizerEntry(keras.optimizers.Adam, _betas),
+    "adamax": OptimizerEntry(keras.optimizers.Adamax, _betas),
+    "nadam": OptimizerEntry(keras.optimizers.Nadam, _betas),
+    "adamw": OptimizerEntry(keras.optimizers.AdamW,
+                            lambda cfg: {"weight_decay": float(cfg.weight_decay), **_betas(cfg)}),
+}
 
 
 def build_optimizer(config: Mapping[str, Any], *, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
     """The configured optimizer, with the configured schedule as its learning rate."""
     cfg = TrialConfig.of(config)
     clip = {k: float(cfg[k]) for k in ("clipnorm", "clipvalue") if cfg.get(k) is not None}
-    return OPTIMIZERS[cfg.optimizer](cfg, build_schedule(cfg, steps_per_epoch=steps_per_epoch), clip)
+    entry = OPTIMIZERS[cfg.optimizer]
+    return entry.cls(learning_rate=build_schedule(cfg, steps_per_epoch=steps_per_epoch), **entry.knobs(cfg), **clip)

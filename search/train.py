@@ -159,9 +159,8 @@ def fit(
     stopping, and the plateau schedule watches the training loss. Retraining on train+valid
     uses it, so the test split never steers training.
     """
-    import keras
 
-    from search.model import build_model, schedule_callbacks
+    from search.model import build_model
 
     # Resolved once, here: the model builder and the schedules read this TrialConfig as it is.
     # Schedules that span the run (1cycle, piecewise) need the real length, so epochs is part of it.
@@ -178,14 +177,7 @@ def fit(
             model.set_weights(initial_weights)
     history: list[dict[str, float]] = []
     nan_epochs: list[int] = []
-    callbacks: list[Any] = []
-    if validate:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(full.patience), restore_best_weights=True))
-    schedule = schedule_callbacks(full)
-    if not validate:
-        for cb in schedule:
-            cb.monitor = "loss"
-    callbacks += [*schedule, _epoch_callback(history, nan_epochs, report)]
+    callbacks = _callbacks(full, validate=validate, epoch_log=_epoch_callback(history, nan_epochs, report))
     model.fit(
         make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
         validation_data=make_tf_dataset(data.valid, 1024, shuffle=False) if validate else None,
@@ -199,6 +191,23 @@ def fit(
     if nan_epochs:
         raise TrialFailed(f"loss became NaN at epoch {min(nan_epochs)}")
     return FitResult(config=dict(config), history=history, model=model, stopped_early=len(history) < epochs - initial_epoch)
+
+
+def _callbacks(cfg: TrialConfig, *, validate: bool, epoch_log: Any) -> list[Any]:
+    """Early stopping on val_loss (when validating), the schedule's callbacks, then the epoch log."""
+    import keras
+
+    from search.model import schedule_callbacks
+
+    callbacks: list[Any] = []
+    if validate:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg.patience),
+                                                       restore_best_weights=True))
+    schedule = schedule_callbacks(cfg)
+    if not validate:  # no validation data: the plateau schedule watches the training loss
+        for cb in schedule:
+            cb.monitor = "loss"
+    return [*callbacks, *schedule, epoch_log]
 
 
 def evaluate(model: keras.Model, split: Split, batch_size: int = 1024) -> dict[str, float]:

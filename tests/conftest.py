@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,21 +51,11 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
-@dataclass(frozen=True)
-class SearchStore:
-    """A finished search: its store's URI, its parent run, and the folder holding both."""
-
-    uri: str
-    parent: str
-    root: Path
-
-    def __getitem__(self, key: str) -> Any:  # the pipeline tests read it as a mapping
-        return getattr(self, key)
-
-
 @pytest.fixture(scope="module")
-def search_store(tmp_path_factory: pytest.TempPathFactory) -> SearchStore:
-    """A finished 3-trial random search over ``STORE_SPACE`` on digits, run in process on a real Ray."""
+def search_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A finished 3-trial random search over ``STORE_SPACE`` on digits, run in process on a real Ray:
+    ``{"uri": its store, "parent": its parent run id, "root": the folder holding both}`` (a dict the
+    module's tests may add to)."""
     import ray
 
     from search.tune import LaunchOptions
@@ -87,4 +75,4 @@ def search_store(tmp_path_factory: pytest.TempPathFactory) -> SearchStore:
     finally:
         if started:
             ray.shutdown()
-    return SearchStore(uri=result.tracking_uri, parent=result.parent_run_id, root=root)
+    return {"uri": result.tracking_uri, "parent": result.parent_run_id, "root": root}

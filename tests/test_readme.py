@@ -370,3 +370,41 @@ if __name__ == "__main__":
         print(f"wrote the CLI reference into {README}")
     else:
         sys.exit("usage: python tests/test_readme.py --write-cli-reference")
+
+
+# =========================================================================== the Extending section
+
+
+def extending_blocks() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## 10. Extending"):text.index("## Development")]
+    return re.findall(r"^```python\n(.*?)^```", section, flags=re.M | re.S)
+
+
+@pytest.mark.slow  # imports Ray, Optuna and Keras
+def test_extending_examples_are_one_registry_entry_each() -> None:
+    """Each example of the README's Extending section, run as it is: the new entry works."""
+    from search.config import TrialConfig
+    from search.data.registry import DATASETS, load_dataset
+    from search.optimizers import OPTIMIZERS
+    from search.space import load_space
+    from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, make_scheduler, make_searcher
+
+    blocks = extending_blocks()
+    assert len(blocks) == 4
+    added = [("median", SCHEDULERS), ("qmc", SEARCHERS), ("lion", OPTIMIZERS), ("wine", DATASETS)]
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), {})  # noqa: S102 (the README's own example)
+        assert all(name in registry for name, registry in added)
+        plan = Plan(space=load_space("quick"), metric="val_accuracy", mode="max", seed=0, num_samples=4,
+                    concurrency=2, max_t=5)
+        assert type(make_scheduler("median", plan)).__name__ == "MedianStoppingRule"
+        assert type(make_searcher("qmc", plan)._sampler).__name__ == "QMCSampler"
+        entry = OPTIMIZERS["lion"]
+        assert type(entry.cls(learning_rate=1e-3, **entry.knobs(TrialConfig({})))).__name__ == "Lion"
+        wine = load_dataset("wine")
+        assert wine.n_classes == 3 and len(wine.train) + len(wine.valid) + len(wine.test) == 178
+    finally:
+        for name, registry in added:
+            registry.pop(name, None)

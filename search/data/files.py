@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from search.data.dataset import Dataset, Split
-from search.data.splits import _split_three, _split_two
+from search.data.splits import split_three, split_two
 from search.errors import DataError
 
 _NPZ_VALID_KEYS = (("x_valid", "y_valid"), ("x_val", "y_val"))
@@ -39,7 +39,7 @@ def load_csv(path: str | Path, *, target: str = "label") -> Dataset:
         line = labels.index("") + 2
         raise DataError(f"{path}: empty label in column {target!r} at line {line}; fill it or drop the row")
     y, names = _encode_labels(labels, source=f"{path}: column {target!r}")
-    train, valid, test = _split_three(x, y, valid_fraction=0.15, test_fraction=0.15, what=str(path))
+    train, valid, test = split_three(x, y, valid_fraction=0.15, test_fraction=0.15, what=str(path))
     return Dataset(path.stem, train, valid, test, len(names), names)
 
 
@@ -96,7 +96,7 @@ def load_npz(path: str | Path) -> Dataset:
     if "x" in arrays and "y" in arrays:
         x = _features(path, "x", arrays["x"])
         y, names = _encode_labels(_labels_array(path, "y", arrays["y"], len(x)), source=f"{path}: y")
-        train, valid, test = _split_three(x, y, valid_fraction=0.15, test_fraction=0.15, what=str(path))
+        train, valid, test = split_three(x, y, valid_fraction=0.15, test_fraction=0.15, what=str(path))
         return Dataset(path.stem, train, valid, test, len(names), names)
     raise DataError(
         f"{path}: holds {', '.join(sorted(arrays)) or 'nothing'}; it needs x and y, "
@@ -136,7 +136,7 @@ def _npz_pre_split(path: Path, arrays: Mapping[str, np.ndarray]) -> Dataset:
     if "valid" in xs:
         valid = Split(xs["valid"], ys["valid"])
     else:
-        train, valid = _split_two(train.x, train.y, fraction=1 / 6, what=f"{path}: x_train")
+        train, valid = split_two(train.x, train.y, fraction=1 / 6, what=f"{path}: x_train")
     return Dataset(path.stem, train, valid, test, len(names), names)
 
 

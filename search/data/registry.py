@@ -18,7 +18,7 @@ import numpy as np
 from search.data.dataset import Dataset
 from search.data.files import load_csv, load_npz
 from search.data.idx import load_idx_dataset
-from search.data.splits import _read_split_cache, _split_three, _write_split_cache
+from search.data.splits import _read_split_cache, split_three, _write_split_cache
 from search.errors import DataError
 
 DEFAULT_DATASET = "digits"
@@ -40,7 +40,7 @@ def load_digits() -> Dataset:
         bunch = sk_load_digits()
         x = (bunch.images / 16.0).astype(np.float32)
         y = bunch.target.astype(np.int64)
-        train, valid, test = _split_three(x, y, valid_fraction=0.2, test_fraction=0.2, what="digits")
+        train, valid, test = split_three(x, y, valid_fraction=0.2, test_fraction=0.2, what="digits")
         _write_split_cache("digits", (train, valid, test))
     return Dataset("digits", train, valid, test, 10, tuple(str(i) for i in range(10)))
 

@@ -64,7 +64,7 @@ def _write_split_cache(name: str, splits: tuple[Split, Split, Split]) -> None:
             partial.unlink()
 
 
-def _split_three(
+def split_three(
     x: np.ndarray, y: np.ndarray, *, valid_fraction: float, test_fraction: float, what: str
 ) -> tuple[Split, Split, Split]:
     """Train/valid/test with fixed seed: test takes ceil(n * test_fraction), valid
@@ -79,7 +79,7 @@ def _split_three(
     return Split(train_x, train_y), Split(valid_x, valid_y), Split(test_x, test_y)
 
 
-def _split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str) -> tuple[Split, Split]:
+def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str) -> tuple[Split, Split]:
     """Carve ``fraction`` of the rows (at least one) off as a second split."""
     n_second = max(1, round(len(y) * fraction))
     if len(y) - n_second < 1:

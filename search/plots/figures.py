@@ -105,13 +105,8 @@ def plot_parallel_coordinates(
 
 
 def plot_best_so_far(
-    values: Sequence[float | None],
-    path: str | Path,
-    *,
-    metric: str = "val_accuracy",
-    mode: str = "max",
-    labels: Sequence[str] | None = None,
-    title: str | None = None,
+    values: Sequence[float | None], path: str | Path, *, labels: Sequence[str] | None = None,
+    metric: str = "val_accuracy", mode: str = "max", title: str | None = None,
 ) -> Path:
     """Each trial's metric in trial start order (dots; failed trials as crosses) and the best so far."""
     check_mode(mode)
@@ -148,15 +143,9 @@ def plot_best_so_far(
 
 
 def plot_groups(
-    configs: Sequence[Mapping[str, Any]],
-    values: Sequence[float | None],
-    path: str | Path,
-    *,
-    metric: str = "val_accuracy",
-    mode: str = "max",
-    groups: Mapping[str, Sequence[str]] | None = None,
-    defaults: Mapping[str, Any] | None = None,
-    title: str | None = None,
+    configs: Sequence[Mapping[str, Any]], values: Sequence[float | None], path: str | Path, *,
+    groups: Mapping[str, Sequence[str]] | None = None, defaults: Mapping[str, Any] | None = None,
+    metric: str = "val_accuracy", mode: str = "max", title: str | None = None,
 ) -> Path:
     """One panel per entry of ``groups`` (default: activation/initializer, batch norm, optimizer).
 

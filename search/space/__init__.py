@@ -8,16 +8,7 @@
 Imports only PyYAML and the config vocabulary; the searchers' libraries load when compiling.
 """
 
-from search.space.dimensions import (
-    AnyOf,
-    Choice,
-    Condition,
-    Dimension,
-    Fixed,
-    FloatRange,
-    IntRange,
-    label,
-)
+from search.space.dimensions import AnyOf, Choice, Condition, Dimension, Fixed, FloatRange, IntRange, label
 from search.space.loader import BUILTIN_PACKAGE, builtin_names, load_space, parse_space
 from search.space.space import OptunaDefineByRun, Space
 
