@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from search import tracking
 from search.tracking import tags
 from search.tracking.description import evaluate_section
@@ -99,20 +101,21 @@ def evaluate(
 
     from pipelines import mc_dropout as mc
     from pipelines import uncertainty as unc
-    from search.data import load_dataset, merge_train_valid
+    from search.data import merge_train_valid
     from search.train import prepare
 
     if mc_samples < 1:
         raise SearchError(f"--mc-samples must be at least 1, got {mc_samples}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    tracking.check_reachable(uri, must_exist=True)
     source = _source(uri, run_id, model_uri, experiment)
     params = source.search.params if source.search is not None else {}
+    data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
-    data = load_dataset(name, data_dir=data_dir or params.get("data_dir") or None, target=params.get("target", target))
     # The model was retrained on train+valid; its inputs are standardized with those statistics if its config says so.
     test = prepare(source.config, merge_train_valid(data)).test
     model = tracking.load_keras_model(source.model_uri, uri)
+    check_fits(model, data, source.model_uri)
 
     det = mc.deterministic_predict(model, test.x)
     note = ""
@@ -140,6 +143,36 @@ def evaluate(
         model_uri=source.model_uri, run_id=eval_run, parent_run_id=source.search.run_id if source.search else None,
         dataset=name, samples=int(samples.shape[0]), metrics=metrics, artifacts=[Path(f).name for f in files], note=note,
     )
+
+
+def _data(params: Any, dataset: str | None, *, data_dir: str | None, target: str) -> Any:
+    """``--dataset`` if given (said loudly when it is not the data the search ran on), else the search's
+    own, by its recorded path and checked against its fingerprint."""
+    from search.data import load_dataset, load_recorded
+
+    data_dir = data_dir or params.get("data_dir") or None
+    if dataset is None and params.get("dataset_source"):
+        return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
+                             target=target, what="the model's search")
+    data = load_dataset(dataset or params.get("dataset") or "digits", data_dir=data_dir, target=target)
+    recorded = params.get("dataset_fingerprint")
+    if dataset is not None and recorded and data.fingerprint() != recorded:
+        log.warning("evaluating on %s, which is not the data the model's search used (%s)", dataset,
+                    params.get("dataset_source") or params.get("dataset"))
+    return data
+
+
+def check_fits(model: Any, data: Any, model_uri: str) -> None:
+    """Refuse data the model cannot read, or whose classes it does not predict, before any work."""
+    features = tuple(int(d) for d in model.input_shape[1:])
+    if int(np.prod(features)) != int(np.prod(data.input_shape)):
+        raise SearchError(f"{model_uri} reads inputs of shape {features}, but {data.name} has {data.input_shape}; "
+                          "evaluate it on the data it was trained for (--dataset)")
+    units = int(model.output_shape[-1])
+    classes = 2 if units == 1 else units
+    if classes != data.n_classes:
+        raise SearchError(f"{model_uri} predicts {classes} classes, but {data.name} has {data.n_classes}; "
+                          "evaluate it on the data it was trained for (--dataset)")
 
 
 def _artifacts(out: Path, samples: Any, det: Any, y: Any, metrics: dict[str, dict[str, float]]) -> list[Path]:

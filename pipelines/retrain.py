@@ -130,7 +130,9 @@ def retrain(
     if epochs is not None and epochs < 1:
         raise SearchError(f"--epochs must be at least 1, got {epochs}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    tracking.check_reachable(uri, must_exist=True)
+    if register is not None:
+        tracking.check_model_name(uri, register)
     record = tracking.SearchRecord.find(uri, experiment, name=name, run_id=parent_run)
     metric = record.metric
     trials = record.ranked_trials()
@@ -187,10 +189,14 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
 
 
 def _dataset(params: Mapping[str, str], data_dir: str | None) -> Any:
-    from search.data import load_dataset
+    """The data the search ran on: by its recorded absolute path, checked against its fingerprint."""
+    from search.data import load_dataset, load_recorded
 
-    return load_dataset(params.get("dataset", "digits"), data_dir=data_dir or params.get("data_dir") or None,
-                        target=params.get("target", "label"))
+    data_dir = data_dir or params.get("data_dir") or None
+    if params.get("dataset_source"):
+        return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
+                             target=params.get("target", "label"), what="the search")
+    return load_dataset(params.get("dataset", "digits"), data_dir=data_dir, target=params.get("target", "label"))
 
 
 def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int) -> tuple[SeedRun, Any]:

@@ -34,9 +34,25 @@ class ClusterError(SearchError):
 
 
 class Interrupted(SearchError):
-    """The search was stopped (Ctrl-C) before it finished; ``--resume`` continues it."""
+    """The search was stopped (Ctrl-C: 130, SIGTERM: 143) before it finished; ``--resume`` continues it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SearchFailed(SearchError):
+    """The search ran, but no trial produced a result (every one failed); not a user error."""
+
+    exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, Kubernetes): unwinds like Ctrl-C, exits 143."""
+
+    exit_code = 143
 
 
 class TrialFailed(Exception):

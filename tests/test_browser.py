@@ -226,7 +226,9 @@ def ui(store: Store) -> Iterator[str]:
 def browser(ui: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless Chromium through chromedriver, on the MLflow UI, in its "Model training" view."""
     if not Path(CHROMIUM).is_file() or not Path(CHROMEDRIVER).is_file():
-        pytest.fail(f"Chromium is needed for the browser tests, but {CHROMIUM} or {CHROMEDRIVER} is missing: "
+        # CI installs Chromium and requires these tests; elsewhere they are skipped with the install command.
+        missing = pytest.fail if os.environ.get("CI") == "true" else pytest.skip
+        missing(f"Chromium is needed for the browser tests, but {CHROMIUM} or {CHROMEDRIVER} is missing: "
                     "apt-get install -y chromium chromium-driver")
     try:
         from selenium import webdriver

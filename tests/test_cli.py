@@ -277,18 +277,20 @@ def test_bad_set(tmp_path, setting, fragment):
 
 
 @pytest.mark.slow  # a fresh interpreter imports TensorFlow, Ray or MLflow
-def test_best_on_an_empty_store(tmp_path):
+def test_best_on_a_missing_store_creates_none(tmp_path):
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
-    assert_user_error(run_search("best", "--tracking-uri", uri, cwd=tmp_path), "no search", "experiment 'search'")
+    assert_user_error(run_search("best", "--tracking-uri", uri, cwd=tmp_path), f"no tracking store at {uri}")
+    assert not (tmp_path / "empty.db").exists()
 
 
-def test_launch_searcher_choice_is_a_click_usage_error(tmp_path):
+def test_launch_searcher_choice_is_one_error_line(tmp_path):
     proc = run_search("launch", "--searcher", "nope", cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("Usage: search launch [OPTIONS]")
-    assert "Error: Invalid value for '--searcher': 'nope' is not one of 'random', 'tpe', 'bayes'." in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: Invalid value for '--searcher': 'nope' is not one of 'random', 'tpe', 'bayes'. "
+        "(see `search launch --help`)"]
 
 
 @pytest.mark.slow  # a fresh interpreter imports TensorFlow, Ray or MLflow
@@ -327,3 +329,15 @@ def test_launch_fails_fast_before_ray_starts(tmp_path, monkeypatch, args, fragme
     assert elapsed < 10, f"took {elapsed:.1f} s: did it start Ray first?"
     assert ray.is_initialized() == ray_was_up  # it did not start (or join) a Ray instance
     assert not (tmp_path / "ray_results").exists()
+
+
+def test_spaces_validate_warns_about_huge_networks(tmp_path):
+    space = tmp_path / "huge.yaml"
+    space.write_text("params:\n  n_hidden: {int: [1, 8]}\n  n_neurons: {choice: [64, 4096]}\n")
+    result = invoke("spaces", "validate", str(space), "--samples", "10")
+    assert result.exit_code == 0, result.output
+    # 8 layers of 4096 on 784 inputs, counted by hand: (784+1)*4096 + 7*(4096+1)*4096 + (4096+1)*10
+    expected = 785 * 4096 + 7 * 4097 * 4096 + 4097 * 10
+    assert f"can build networks of {expected:,} parameters" in result.stderr
+    small = invoke("spaces", "validate", "quick")
+    assert small.exit_code == 0 and "warning" not in small.stderr

@@ -164,7 +164,7 @@ def test_command_2_is_what_ci_runs() -> None:
     commands = readme_commands()
     assert commands[:2] == [COMMAND_1, COMMAND_2], "the README's first block must hold the two commands"
     lines = [line.strip() for line in CI.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert f'"$PY" -m venv .venv && ' + COMMAND_2.split(" -m venv .venv && ", 1)[1] == lines[-1], \
+    assert '"$PY" -m venv .venv && ' + COMMAND_2.split(" -m venv .venv && ", 1)[1] == lines[-1], \
         ".ci/run must end with README command 2 (with $PY for python3.11)"
 
 

@@ -38,16 +38,37 @@ class SearchGroup(click.Group):
     """Turns the project's exceptions into one-line errors, in every subcommand."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from search.errors import TrialFailed
+        from search.errors import Terminated, TrialFailed
 
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a bad option or value: one line too, with where to read more
+            where = f"search {ctx.invoked_subcommand} --help" if ctx.invoked_subcommand else "search --help"
+            error = UserError(f"{err.format_message()} (see `{where}`)")
+            error.exit_code = err.exit_code
+            raise error from None
         except SearchError as err:
             error = UserError(str(err))
             error.exit_code = err.exit_code
             raise error from None
         except TrialFailed as err:
             raise TrialError(str(err)) from None
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM outside the trials (Ray handles those)
+            error = UserError("interrupted before the search started; nothing was recorded")
+            error.exit_code = Terminated.exit_code if isinstance(err, Terminated) else 130
+            raise error from None
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM unwind like Ctrl-C (``Terminated``), so every run the command opened is closed."""
+    import signal
+
+    from search.errors import Terminated
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 @click.group(cls=SearchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+
+import click
 from typing import Any
 
-from search.cli.base import cli
+from search.cli.base import cli, terminate_as_interrupt
 from search.cli.options import evaluate_options, json_option, launch_options, quiet_option, retrain_options, search_options
 from search.cli.output import emit, evaluate_report, progress_bar, progress_printer, retrain_report, search_report
 
@@ -30,8 +32,9 @@ def launch(as_json: bool, quiet: bool, **kwargs: Any) -> None:
     """
     from search.tune.launch import launch as run_launch
 
+    terminate_as_interrupt()
     printer = progress_printer(quiet)
-    result = run_launch(launch_options(kwargs, quiet), progress=printer)
+    result = run_launch(announce(launch_options(kwargs, quiet)), progress=printer)
     if printer:
         sys.stderr.write("\n")
     emit(result.to_dict(), as_json, lambda _: search_report(result))
@@ -56,8 +59,9 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
     from pipelines.retrain import retrain as run_retrain
     from search.tune.launch import launch as run_launch
 
+    terminate_as_interrupt()
     printer = progress_printer(quiet)
-    searched = run_launch(launch_options(kwargs, quiet), progress=printer)
+    searched = run_launch(announce(launch_options(kwargs, quiet)), progress=printer)
     if printer:
         sys.stderr.write("\n")
     retrained = run_retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
@@ -72,3 +76,14 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
                        "evaluate": evaluated.run_id}}
     emit(report, as_json, lambda _: "\n\n".join([search_report(searched), retrain_report(retrained),
                                                    evaluate_report(evaluated)]))
+
+
+def announce(opts: Any) -> Any:
+    """Check the options; say on stderr which mode is in use when it was inferred from a --metric."""
+    from search.tune.options import validate
+
+    validate(opts)
+    given = opts.given or frozenset()
+    if opts.search.mode is None and "metric" in given and not opts.run.quiet and not opts.run.resume:
+        click.echo(f"metric {opts.search.metric}: mode {opts.mode} (inferred; --mode sets it)", err=True)
+    return opts

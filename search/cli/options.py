@@ -59,17 +59,19 @@ def search_options(f: F) -> F:
         click.option("--scheduler", type=click.Choice(list(SCHEDULERS)),
                      help="Trial scheduler [default: asha when --num-samples > --concurrency, else fifo]."),
         click.option("--metric", default="val_accuracy", show_default=True, help="Metric the search optimizes."),
-        click.option("--mode", default="max", show_default=True, type=click.Choice(["max", "min"])),
+        click.option("--mode", type=click.Choice(["max", "min"]),
+                     help="Whether a larger metric is better [default: min for a loss, else max]."),
         click.option("--concurrency", type=int, help="Trials at once [default: as many as the CPUs allow]."),
         click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="CPUs per trial (TF threads follow)."),
         click.option("--gpus-per-trial", default=0.0, show_default=True, type=float, help="GPUs per trial; 0.5 shares a GPU."),
         click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to join [env: RAY_ADDRESS; default: a local Ray]."),
         tracking_options,
         click.option("--name", help="Search name (the parent run's name) [default: SPACE-DATASET-TIME]."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Searcher seed."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Searcher seed."),
         click.option("--storage-path", envvar="SEARCH_STORAGE_PATH", help="Ray results and checkpoints [default: ./ray_results]."),
         click.option("--resume", is_flag=True, help="Continue the interrupted search --name."),
-        click.option("--max-failures", default=0, show_default=True, type=int, help="Retries of a trial lost to a crash."),
+        click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Retries of a trial lost to a crash."),
         click.option("--tracking-retry-s", default=120.0, show_default=True, type=click.FloatRange(min=0),
                      help="How long MLflow writes are retried while the tracking server is away; then the search "
                           "stops with an error, and --resume continues it."),
@@ -80,11 +82,17 @@ def search_options(f: F) -> F:
 
 
 def launch_options(kwargs: dict[str, Any], quiet: bool) -> Any:
-    """``LaunchOptions`` from a command's keyword arguments (those that are launch options)."""
+    """``LaunchOptions`` from a command's keyword arguments (those that are launch options), with the
+    names of those the user gave (on the command line or in the environment), which --resume needs."""
+    from click.core import ParameterSource
+
     from search.tune import LaunchOptions
 
     known = set(LaunchOptions().flat())
-    return LaunchOptions.from_flat(**{k: v for k, v in kwargs.items() if k in known}, quiet=quiet)
+    ctx = click.get_current_context()
+    given = frozenset(k for k in known if k in kwargs and ctx.get_parameter_source(k) in
+                      (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
+    return LaunchOptions.from_flat(given=given, **{k: v for k, v in kwargs.items() if k in known}, quiet=quiet)
 
 
 def retrain_options(f: F) -> F:

@@ -25,7 +25,7 @@ def runs(tracking_uri: str | None, experiment: str, as_json: bool) -> None:
     from search import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    tracking.check_reachable(uri, must_exist=True)
     rows = [record.overview() for record in tracking.SearchRecord.all(uri, experiment)]
     emit(rows, as_json, lambda rs: table(rs, ["name", "status", "space", "trials", "metric", "best", "run_id"]) if rs
          else f"no searches in experiment {experiment!r} at {uri}")
@@ -47,7 +47,7 @@ def best(tracking_uri: str | None, experiment: str, name: str | None, parent_run
     from search import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    tracking.check_reachable(uri, must_exist=True)
     record = tracking.SearchRecord.find(uri, experiment, name=name, run_id=parent_run)
     result = record.trial_view(record.best_trial())
     metric = record.metric

@@ -5,6 +5,7 @@ Only numpy is imported here.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,16 @@ class Dataset:
     test: Split
     n_classes: int
     class_names: tuple[str, ...] | None = None
+    source: str = ""  # where it came from: a built-in name, or a file's absolute path
+
+    def fingerprint(self) -> str:
+        """A digest of the splits' contents: the same data, the same fingerprint, wherever it is."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.valid, self.test):
+            for array in (split.x, split.y):
+                digest.update(str((array.dtype.str, array.shape)).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def input_shape(self) -> tuple[int, ...]:

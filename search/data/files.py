@@ -105,6 +105,10 @@ def load_npz(path: str | Path) -> Dataset:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz archive (an .npz is a zip file of arrays); save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {k: archive[k] for k in archive.files}
@@ -160,7 +164,7 @@ def _labels_array(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
         raise DataError(f"{path}: {key} has {len(y)} labels for {n} examples; they must match")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
-            raise DataError(f"{path}: {key} holds non-integer values; labels must be class ids or names")
+            raise DataError(f"{path}: {key} holds non-integer values: {REGRESSION_HINT}")
         y = y.astype(np.int64)
     elif y.dtype.kind not in "biuUS":
         raise DataError(f"{path}: {key} has dtype {y.dtype}; labels must be integers or strings")
@@ -179,12 +183,28 @@ def _encode_labels(labels: Sequence[Any] | np.ndarray, *, source: str) -> tuple[
     if values.dtype.kind == "U":
         keys = _try_int(values)
         if keys is None:
+            _refuse_float_labels(values, source)
             keys = values
     classes, first, ids = np.unique(keys, return_index=True, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{source} holds {len(classes)} class; classification needs at least 2")
     names = tuple(str(values[i]) for i in first)
     return ids.astype(np.int64).ravel(), names
+
+
+REGRESSION_HINT = ("it looks like a regression target (continuous values), and search trains classifiers; "
+                   "give class labels (names or integers)")
+
+
+def _refuse_float_labels(values: np.ndarray, source: str) -> None:
+    """Labels that are all numbers, some not integers, are a regression target: not hundreds of classes."""
+    try:
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return  # names, such as "cat" and "dog"
+    if not np.isfinite(numbers).all() or not np.all(numbers == np.round(numbers)):
+        sample = ", ".join(str(v) for v in values[:3])
+        raise DataError(f"{source} holds non-integer numbers ({sample}, ...): {REGRESSION_HINT}")
 
 
 def _try_int(values: np.ndarray) -> np.ndarray | None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -68,12 +69,12 @@ def load_dataset(
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
     if text and path.is_file():
-        return _load_file(path, target=target)
+        return dataclasses.replace(_load_file(path, target=target), source=str(path.resolve()))
     if text and path.is_dir():
         raise DataError(f"{text} is a directory; give a .csv or .npz file, or one of {', '.join(DATASETS)}")
     key = text.lower().replace("-", "_")
     if key in DATASETS:
-        return DATASETS[key](data_dir)
+        return dataclasses.replace(DATASETS[key](data_dir), source=key)
     if path.suffix or os.sep in text or "/" in text:
         raise DataError(
             f"no such dataset file: {text}; give a .csv or .npz path, or one of {', '.join(DATASETS)}"
@@ -88,3 +89,23 @@ def _load_file(path: Path, *, target: str) -> Dataset:
     if suffix in FILE_LOADERS:
         return FILE_LOADERS[suffix](path)
     raise DataError(f"unsupported dataset file type {suffix or '(none)'!r}: {path}; give a .csv or .npz file")
+
+
+def load_recorded(source: str, fingerprint: str | None, *, data_dir: str | Path | None = None, target: str = "label",
+                  what: str = "the search") -> Dataset:
+    """The dataset ``what`` recorded (a built-in name or an absolute path), checked against its fingerprint.
+
+    A file that moved is an error that names it; a file whose contents changed (an edited CSV) is
+    refused, since its trials were scored on other data.
+    """
+    path = Path(source)
+    if path.is_absolute() and not path.is_file():
+        raise DataError(f"{what} used the dataset {source}, which is no longer there; put it back, or pass --dataset")
+    dataset = load_dataset(source, data_dir=data_dir, target=target)
+    if fingerprint and dataset.fingerprint() != fingerprint:
+        raise DataError(
+            f"the dataset {source} changed since {what} used it (fingerprint {dataset.fingerprint()}, recorded "
+            f"{fingerprint}): its results were measured on other data; restore the file, or pass --dataset to "
+            "use this data knowingly"
+        )
+    return dataset

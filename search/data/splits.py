@@ -76,7 +76,21 @@ def split_three(
         raise DataError(f"{what}: {n} examples are too few to split into train, valid and test; give at least 3")
     rest_x, test_x, rest_y, test_y = _stratified(x, y, n_test)
     train_x, valid_x, train_y, valid_y = _stratified(rest_x, rest_y, n_valid)
+    _warn_missing_classes(y, {"train": train_y, "valid": valid_y, "test": test_y}, what)
     return Split(train_x, train_y), Split(valid_x, valid_y), Split(test_x, test_y)
+
+
+MIN_PER_CLASS = 3  # so that train, valid and test can each hold every class
+
+
+def _warn_missing_classes(y: np.ndarray, parts: dict[str, np.ndarray], what: str) -> None:
+    classes, counts = np.unique(y, return_counts=True)
+    missing = [name for name, part in parts.items() if len(np.unique(part)) < len(classes)]
+    if missing:
+        few = int(counts.min())
+        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        logger.warning("%s: the %s split%s lack%s a class: every class needs at least %d examples (the smallest has %d)",
+                       what, names, "s" if len(missing) > 1 else "", "" if len(missing) > 1 else "s", MIN_PER_CLASS, few)
 
 
 def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str) -> tuple[Split, Split]:

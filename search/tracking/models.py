@@ -46,15 +46,32 @@ def load_keras_model(model_uri: str, tracking_uri: str) -> Any:
     import search.model  # noqa: F401 (registers the custom layers and schedules with Keras)
 
     mlflow.set_tracking_uri(tracking_uri)
+    # Downloaded into a folder removed after loading: the model is in memory, the copy would leak.
     try:
-        if model_uri.endswith(".keras"):
-            import keras
+        with tempfile.TemporaryDirectory(prefix="search-model-") as folder:
+            if model_uri.endswith(".keras"):
+                import keras
 
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=tracking_uri)
-            return keras.saving.load_model(local)
-        return mlflow.keras.load_model(model_uri)
+                local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=tracking_uri,
+                                                            dst_path=folder)
+                return keras.saving.load_model(local)
+            return mlflow.keras.load_model(model_uri, dst_path=folder)
     except SearchError:
         raise
     except Exception as err:  # noqa: BLE001 (mlflow and keras raise many types for a bad model)
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise SearchError(f"cannot load a Keras model from {model_uri}: {first}") from None
+
+
+def check_model_name(uri: str, name: str) -> None:
+    """Refuse a Model Registry name the store would refuse, before any work is done."""
+    from mlflow.exceptions import MlflowException
+
+    from search.tracking.store import client
+
+    try:
+        client(uri).get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            first = (str(err).strip().splitlines() or [err.error_code])[0]
+            raise SearchError(f"--register {name!r}: {first}") from None

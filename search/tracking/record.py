@@ -166,6 +166,21 @@ class SearchRecord:
         """A trial's value of the search metric (its best epoch's)."""
         return trial.data.metrics[tags.best_metric(self.metric)]
 
+    def artifact_text(self, path: str) -> str | None:
+        """The text of the artifact ``path`` of the parent run, or None if it has none."""
+        import tempfile
+        from pathlib import Path
+
+        if path not in artifact_paths(self.uri, self.run_id):
+            return None
+        with tempfile.TemporaryDirectory(prefix="search-artifact-") as folder:
+            local = client(self.uri).download_artifacts(self.run_id, path, folder)
+            return Path(local).read_text()
+
+    def open_trial_runs(self) -> list[Run]:
+        """Trial runs still RUNNING (a driver that died left them so)."""
+        return [r for r in self.children(tags.ROLE_TRIAL) if r.info.status == "RUNNING"]
+
     def model_run_id(self) -> str | None:
         """The run holding the search's model: the best retrain, else the best trial."""
         return self.tags.get(tags.BEST_RETRAIN_RUN_ID) or self.tags.get(tags.BEST_RUN_ID) or None

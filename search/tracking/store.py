@@ -32,26 +32,31 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the working directory; never relative.
 
     Trials and later commands run in other directories, so a relative ``sqlite:///mlflow.db``
-    or ``./mlruns`` would point somewhere else there.
+    would point somewhere else there. A bare path ending in ``.db`` is a SQLite file. Folder
+    (``file:``) stores are refused: MLflow 3 no longer accepts them.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("http", "https", "databricks", "postgresql", "mysql", "mssql"):
         return uri
+    if parsed.scheme == "" and Path(uri).suffix in (".db", ".sqlite", ".sqlite3"):
+        return f"sqlite:///{Path(uri).expanduser().resolve()}"
     if parsed.scheme == "sqlite":
         path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else uri[len("sqlite://") :]
         if path in ("", ":memory:"):
             raise TrackingError("an in-memory SQLite store cannot be shared with trials; give a file, e.g. sqlite:///mlflow.db")
         return f"sqlite:///{Path(path).expanduser().resolve()}"
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path)).expanduser().resolve().as_uri()
-    if parsed.scheme == "":
-        return Path(uri).expanduser().resolve().as_uri()
-    raise TrackingError(f"unsupported tracking URI {uri!r}; use sqlite:///PATH, a folder, or http(s)://HOST:PORT")
+    if parsed.scheme in ("", "file"):
+        raise TrackingError(
+            f"{uri} is a folder store, which MLflow 3 does not accept; give a SQLite file "
+            "(sqlite:///PATH/mlflow.db) or a tracking server (http://HOST:PORT)"
+        )
+    raise TrackingError(f"unsupported tracking URI {uri!r}; use sqlite:///PATH/mlflow.db or http(s)://HOST:PORT")
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Raise ``TrackingError`` unless the store at ``uri`` can be used now."""
+def check_reachable(uri: str, timeout: float = 5.0, *, must_exist: bool = False) -> None:
+    """Raise ``TrackingError`` unless the store at ``uri`` can be used now (and, with ``must_exist``,
+    already holds a store: commands that only read must not create an empty one)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme in ("http", "https"):
         url = uri.rstrip("/") + "/health"
@@ -71,9 +76,24 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or pass another --tracking-uri"
             ) from None
     elif parsed.scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///") :]).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise TrackingError(f"cannot write the SQLite store {uri}: {folder} is not a writable folder")
+        path = Path(uri[len("sqlite:///") :])
+        if path.is_dir():
+            raise TrackingError(f"the SQLite store {uri} is a folder; give a file in it, e.g. sqlite:///{path / 'mlflow.db'}")
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise TrackingError(f"cannot write the SQLite store {uri}: {path.parent} is not a writable folder")
+        if must_exist and not path.is_file():
+            raise TrackingError(f"no tracking store at {uri}; run `search launch` first, or pass the store with --tracking-uri")
+        if path.is_file() and not _is_sqlite(path):
+            raise TrackingError(f"{path} is not a SQLite database; give the mlflow.db that `search launch` wrote")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head == b"SQLite format 3\x00" or head == b""  # an empty file is one SQLite will create tables in
 
 
 def client(uri: str) -> MlflowClient:

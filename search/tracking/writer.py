@@ -205,6 +205,10 @@ class Tracker:
             self.set_tags(run_id, run_tags)
         self._retry(lambda: self.mlflow.set_terminated(run_id, status=status), "the end of a run")
 
+    def delete_run(self, run_id: str) -> None:
+        """Soft-delete a run: hidden from searches, restorable in the UI."""
+        self._retry(lambda: self.mlflow.delete_run(run_id), "a run's deletion")
+
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self._retry(lambda: self.mlflow.log_artifact(run_id, str(path), artifact_path), "an artifact")
 

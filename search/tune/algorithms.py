@@ -152,7 +152,8 @@ SCHEDULERS: dict[str, SchedulerEntry] = {
         SchedulerEntry("asha", "asynchronous successive halving", _asha, stops_at=asha_milestones),
         # HyperBand may stop or pause a trial at many points: every improvement is written at once.
         SchedulerEntry("hyperband", "HyperBand brackets", _hyperband, checkpoint_share=0.0),
-        SchedulerEntry("pbt", "population-based training", _pbt, checkpoint_every=pbt_interval),
+        # PBT explores by mutating its own population: Ray refuses a search algorithm beside it.
+        SchedulerEntry("pbt", "population-based training", _pbt, searchers=("random",), checkpoint_every=pbt_interval),
     )
 }
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.errors import Interrupted, SearchError, TrackingError
-from search.tracking import Tracker, check_reachable, resolve_tracking_uri, tags
+from search.errors import Interrupted, SearchError, SearchFailed, TrackingError
+from search.tracking import SearchRecord, Tracker, check_reachable, resolve_tracking_uri, tags
 from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, default_scheduler, make_scheduler, make_searcher
 from search.tune.options import LaunchOptions, validate
 from search.tune.results import Grid, SearchResult, replace_callbacks, summarize
@@ -69,6 +69,8 @@ class Search:
         self.plan: Plan | None = None
         self.scheduler = ""
         self.parent_run_id: str | None = None
+        self.record: SearchRecord | None = None  # --resume: the search being continued
+        self.recorded_space: Space | None = None
 
     @property
     def resume_hint(self) -> str:
@@ -78,31 +80,67 @@ class Search:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """Everything before the trials; bad input fails here, with nothing recorded."""
-        from search.data import load_dataset
-        from search.space import load_space
         from search.tune.session import connect, resolve_concurrency
 
-        opts, s = self.opts, self.opts.search
-        validate(opts)
-        self.space = load_space(s.space)
-        self.uri = resolve_tracking_uri(opts.tracking.tracking_uri)
+        validate(self.opts)
+        self.opts = self.opts.with_search(mode=self.opts.mode)
+        self.uri = resolve_tracking_uri(self.opts.tracking.tracking_uri)
         check_reachable(self.uri)
-        # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
-        # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
-        self.dataset = load_dataset(s.dataset, data_dir=s.data_dir, target=s.target)
-        if opts.run.resume and "://" not in self.root and not _can_restore(self.experiment_dir):
-            raise SearchError(f"nothing to resume at {self.experiment_dir}; check --name and --storage-path")
-        self.tracker = Tracker(self.uri, opts.tracking.experiment, retry_s=opts.tracking.tracking_retry_s)
+        self.tracker = Tracker(self.uri, self.opts.tracking.experiment, retry_s=self.opts.tracking.tracking_retry_s)
+        if "://" not in self.root:
+            _check_writable_folder(Path(self.root))
+        if self.opts.run.resume:
+            self._take_the_record()
+        elif "://" not in self.root and _can_restore(self.experiment_dir):
+            raise SearchError(f"a search named {self.name} already exists (Ray's state at {self.experiment_dir}); "
+                              "continue it with --resume, or pick another --name")
+        self._load()
         # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
         # does starting Ray, which mostly waits on the processes it starts: do both at once.
         opening = _InBackground(self.tracker.experiment_id)
-        connect(opts.resources.address, quiet=opts.run.quiet)
-        concurrency = resolve_concurrency(opts.resources, s.num_samples)
+        s = self.opts.search
+        connect(self.opts.resources.address, quiet=self.opts.run.quiet)
+        concurrency = resolve_concurrency(self.opts.resources, s.num_samples)
         self.scheduler = s.scheduler or default_scheduler(s.num_samples, concurrency)
-        self.plan = Plan(space=self.space, metric=s.metric, mode=s.mode, seed=s.seed, num_samples=s.num_samples,
-                         concurrency=concurrency, max_t=s.max_epochs or int(self.space.max_value("epochs")))
+        self.plan = Plan(space=self.space, metric=s.metric, mode=s.mode or "max", seed=s.seed,
+                         num_samples=s.num_samples, concurrency=concurrency,
+                         max_t=s.max_epochs or int(self.space.max_value("epochs")))
         opening.result()
+        if not self.opts.run.resume and self.tracker.find_search(self.name) is not None:
+            raise SearchError(f"a search named {self.name} already exists in experiment {self.opts.tracking.experiment!r}; "
+                              "continue it with --resume, or pick another --name")
         self._open_parent()
+
+    def _take_the_record(self) -> None:
+        """--resume: the recorded search's settings and space, or why it cannot be resumed."""
+        from search.tune.resume import recorded_space, resumed_options
+
+        assert self.tracker is not None
+        run = self.tracker.find_search(self.name)
+        if run is None:
+            raise SearchError(f"no search named {self.name} in experiment {self.opts.tracking.experiment!r} at "
+                              f"{self.uri}; check --name (see `search runs`) and --tracking-uri")
+        self.record = SearchRecord(self.uri, run)
+        self.opts = resumed_options(self.opts, self.record)
+        if "://" not in self.root and not _can_restore(self.experiment_dir):
+            raise SearchError(f"nothing to resume at {self.experiment_dir}; check --name and --storage-path")
+        self.recorded_space = recorded_space(self.record)
+
+    def _load(self) -> None:
+        """The space and the dataset (a resumed search's as recorded, checked against its fingerprint)."""
+        from search.data import load_dataset, load_recorded
+        from search.space import load_space
+
+        s = self.opts.search
+        self.space = self.recorded_space or load_space(s.space)
+        # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
+        # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
+        params = self.record.params if self.record is not None else {}
+        if params.get("dataset_source"):
+            self.dataset = load_recorded(params["dataset_source"], params.get("dataset_fingerprint"),
+                                         data_dir=s.data_dir, target=s.target, what=f"search {self.name}")
+        else:
+            self.dataset = load_dataset(s.dataset, data_dir=s.data_dir, target=s.target)
 
     @property
     def experiment_dir(self) -> Path:
@@ -114,7 +152,7 @@ class Search:
         assert self.tracker is not None and self.plan is not None
         kw = {"scheduler": self.scheduler, "concurrency": self.plan.concurrency, "max_t": self.plan.max_t}
         self.parent_run_id = self.tracker.start_search(
-            self.name, search_params(self.opts, **kw), search_tags(self.opts, self.space, self.dataset, **kw),
+            self.name, search_params(self.opts, self.dataset, **kw), search_tags(self.opts, self.space, self.dataset, **kw),
             resume=self.opts.run.resume,
         )
         if not self.opts.run.resume:
@@ -127,7 +165,7 @@ class Search:
 
         try:
             tuner = self._tuner()
-            with quiet_ray_output(self.opts.run.quiet):
+            with quiet_ray_output(self.opts.run.quiet), _TermAsInterrupt() as term:
                 grid = Grid(tuner.fit())
         except TrackingError as err:
             # The callback gave up on MLflow: Tune stopped the trials and raised. Its last saved state
@@ -141,9 +179,15 @@ class Search:
             raise
         assert self.tracker is not None
         unfinished = grid.unfinished(self.tracker)
-        if unfinished:  # Ctrl-C: Ray saved the experiment; leave the runs for --resume to reopen
-            self.interrupt(unfinished)
-        return self.finish(grid)
+        if unfinished:  # Ctrl-C or SIGTERM: Ray saved the experiment; leave the runs for --resume to reopen
+            self.interrupt(unfinished, exit_code=143 if term.received else 130)
+        try:
+            return self.finish(grid)
+        except SearchError:
+            raise
+        except BaseException as err:
+            self.fail(err)
+            raise
 
     def _tuner(self) -> Any:
         from ray import tune
@@ -189,40 +233,107 @@ class Search:
 
     # -- the three ends --------------------------------------------------------------------
     def finish(self, grid: Grid) -> SearchResult:
-        """Every trial ended: the summary, the best trial and the report on the parent run; close it."""
+        """Every trial ended: the summary, the best trial and the report on the parent run; close it.
+
+        A search in which no trial produced a result ends FAILED, and says why its first trial failed.
+        """
         from search.tune.summary import finish_search
 
         assert self.tracker is not None
         s = self.opts.search
+        self._drop_lost_runs(grid)
         result = summarize(grid, self.tracker, self.space, name=self.name, experiment=self.opts.tracking.experiment,
-                           uri=self.uri, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
+                           uri=self.uri, metric=s.metric, mode=s.mode or "max", max_epochs=s.max_epochs,
                            storage=str(self.experiment_dir))
         result.wall_time_s = time.perf_counter() - self.started
-        finish_search(self.tracker, result, grid)
+        failure = None if result.best is not None else self._first_failure(result)
+        finish_search(self.tracker, result, grid, failure=failure)
+        if failure is not None:
+            raise SearchFailed(f"every trial of search {self.name} failed ({len(result.trials)} trials); the first: "
+                               f"{failure}")
         return result
 
-    def interrupt(self, unfinished: list[Any]) -> None:
-        """Ctrl-C: end the open runs KILLED (``--resume`` reopens them) and say how to continue."""
+    def _drop_lost_runs(self, grid: Grid) -> None:
+        """A trial that ran when the driver died, before Ray saved it, runs again under a new id on --resume:
+        its partial run is deleted (MLflow keeps it restorable), so each trial has exactly one run."""
+        assert self.tracker is not None
+        known = {t.trial_id for t in grid.trials}
+        for trial_id, run_id in list(self.tracker.runs.items()):
+            if trial_id not in known:
+                log.info("trial %s was lost with the driver and ran again; deleting its partial run %s", trial_id, run_id)
+                self.tracker.end_run(run_id, "KILLED", {tags.END_STATE: tags.END_INTERRUPTED})
+                self.tracker.delete_run(run_id)
+                del self.tracker.runs[trial_id]
+
+    def _first_failure(self, result: SearchResult) -> str:
+        assert self.tracker is not None
+        failed = sorted((r for r in self.tracker.child_runs(role=tags.ROLE_TRIAL) if tags.FAIL_REASON in r.data.tags),
+                        key=lambda r: r.info.start_time or 0)
+        return failed[0].data.tags[tags.FAIL_REASON] if failed else "no trial reported the metric"
+
+    def interrupt(self, unfinished: list[Any], *, exit_code: int = 130) -> None:
+        """Ctrl-C or SIGTERM: end the open runs KILLED (``--resume`` reopens them) and say how to continue."""
         assert self.tracker is not None and self.parent_run_id is not None
         self.tracker.flush()
         for trial in unfinished:
             if trial.trial_id in self.tracker.runs:
                 self.tracker.end_run(self.tracker.runs[trial.trial_id], "KILLED", {tags.END_STATE: tags.END_INTERRUPTED})
         self.tracker.end_run(self.parent_run_id, "KILLED", {tags.SEARCH_STATE: tags.END_INTERRUPTED})
-        raise Interrupted(
-            f"search {self.name} interrupted with {len(unfinished)} trials unfinished; continue it with {self.resume_hint}"
-        )
+        signal_name = "SIGTERM" if exit_code == 143 else "Ctrl-C"
+        raise Interrupted(f"search {self.name} stopped by {signal_name} with {len(unfinished)} trials unfinished; "
+                          f"continue it with {self.resume_hint}", exit_code=exit_code)
 
     def fail(self, err: BaseException) -> None:
-        """Anything else: the parent run ends FAILED with the reason, if it could be recorded."""
+        """Anything else: the open trial runs and the parent run end FAILED (KILLED for a signal), with the reason."""
         if self.tracker is None or self.parent_run_id is None:
             return
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         try:
+            for run in self.tracker.child_runs(role=tags.ROLE_TRIAL):
+                if run.info.status == "RUNNING":
+                    self.tracker.end_run(run.info.run_id, status, {tags.END_STATE: tags.END_INTERRUPTED,
+                                                                   tags.FAIL_REASON: f"the search stopped: {reason}"})
             self.tracker.end_run(self.parent_run_id, status, {tags.FAIL_REASON: reason})
         except Exception as write_err:  # noqa: BLE001 (the original error is the one to raise)
-            log.warning("could not mark the search's parent run FAILED: %s", write_err)
+            log.warning("could not mark the search's runs %s: %s", status, write_err)
+
+
+class _TermAsInterrupt:
+    """While Ray Tune runs, SIGTERM stops it as Ctrl-C does (Ray takes SIGUSR1 for that): trials are
+    saved and the search can be resumed. ``received`` says whether it came."""
+
+    def __enter__(self) -> _TermAsInterrupt:
+        import signal
+
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.received = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_writable_folder(root: Path) -> None:
+    """Ray keeps the search's state under --storage-path: it must be a folder this process can write."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SearchError(f"--storage-path {root} cannot be made a folder ({err.strerror or err}); give a writable "
+                          "folder") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise SearchError(f"--storage-path {root} is not writable; give a writable folder")
 
 
 def _can_restore(path: Path) -> bool:

@@ -135,7 +135,8 @@ def resolve_concurrency(resources: Resources, num_samples: int) -> int:
 
 
 class quiet_ray_output:
-    """Ray Tune prints its own tables and hints on stdout; keep stdout for results."""
+    """Ray Tune prints its own tables and hints on stdout; keep stdout for results. With ``quiet``,
+    its log of each failed trial (a traceback) stays off the terminal too: the reasons are in MLflow."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -143,8 +144,12 @@ class quiet_ray_output:
     def __enter__(self) -> None:
         self._stdout = sys.stdout
         sys.stdout = sys.stderr if not self.quiet else open(os.devnull, "w")  # noqa: SIM115
+        self._level = logging.getLogger("ray.tune").level
+        if self.quiet:
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
     def __exit__(self, *exc: Any) -> None:
         if sys.stdout is not sys.stderr:
             sys.stdout.close()
         sys.stdout = self._stdout
+        logging.getLogger("ray.tune").setLevel(self._level)

@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def search_params(opts: LaunchOptions, *, scheduler: str, concurrency: int, max_t: int) -> dict[str, Any]:
-    """The parent run's params: the search's settings as they were resolved."""
+def search_params(opts: LaunchOptions, dataset: Dataset, *, scheduler: str, concurrency: int,
+                  max_t: int) -> dict[str, Any]:
+    """The parent run's params: the search's settings as they were resolved, and the data's identity
+    (a built-in name or an absolute path, and a digest of its contents), which --resume, retrain and
+    evaluate load and check."""
     s, r = opts.search, opts.resources
     return {
+        "dataset_source": dataset.source, "dataset_fingerprint": dataset.fingerprint(),
+        "max_epochs_option": s.max_epochs if s.max_epochs is not None else "",
         "space": s.space, "dataset": s.dataset, "data_dir": s.data_dir or "", "target": s.target,
         "num_samples": s.num_samples, "searcher": s.searcher, "scheduler": scheduler, "metric": s.metric,
         "mode": s.mode, "concurrency": concurrency, "cpus_per_trial": r.cpus_per_trial,
@@ -61,8 +66,9 @@ def search_tags(opts: LaunchOptions, space: Space, dataset: Dataset, *, schedule
     return out
 
 
-def finish_search(tracker: Tracker, result: SearchResult, grid: Grid) -> None:
-    """Best metrics, best config and the best model on the parent run; the report; close it."""
+def finish_search(tracker: Tracker, result: SearchResult, grid: Grid, *, failure: str | None = None) -> None:
+    """Best metrics, best config and the best model on the parent run; the report; close it (FAILED,
+    with ``failure`` as the reason, when no trial produced a result)."""
     parent = result.parent_run_id
     best = result.best
     n_failed = sum(t.state == tags.END_FAILED for t in result.trials)
@@ -81,7 +87,10 @@ def finish_search(tracker: Tracker, result: SearchResult, grid: Grid) -> None:
         elif best.run_id:
             log.warning("no checkpoint of the best trial %s was found; its model is not logged", best.trial_id)
     log_report(tracker, result)
-    tracker.end_run(parent, "FINISHED")
+    if failure is not None:
+        tracker.end_run(parent, "FAILED", {tags.FAIL_REASON: f"every trial failed; the first: {failure}"})
+    else:
+        tracker.end_run(parent, "FINISHED")
 
 
 def log_report(tracker: Tracker, result: SearchResult) -> None:

@@ -1,0 +1,253 @@
+"""What docs/reliability.md promises, tested with real processes, a real Ray and a real MLflow store.
+
+- Bad input: one ``error:`` line, exit 2, no traceback, and the store exactly as it was.
+- Lifecycle: a search that fails after its parent run exists leaves it FAILED with the reason; a
+  search whose every trial failed exits non-zero with the first failure's reason.
+- Signals: SIGTERM mid-trial stops the search like Ctrl-C (exit 143, the resume command), and
+  SIGTERM or SIGKILL then ``search launch --name N --resume`` alone gives exactly one run per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search import tracking
+
+_SCRIPT = Path(sys.executable).with_name("search")
+SEARCH = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "search.cli"]
+_SCRUB = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "SEARCH_DATA_DIR", "SEARCH_STORAGE_PATH")
+
+pytestmark = pytest.mark.slow
+
+
+def env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in _SCRUB}, "PYTHONUNBUFFERED": "1"}
+
+
+def run_search(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SEARCH, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def dump(uri: str) -> list[tuple[Any, ...]]:
+    """Every run of the store: id, status, tags, params and metrics, to compare before and after."""
+    mlc = tracking.client(uri)
+    rows = []
+    for exp in mlc.search_experiments():
+        for run in mlc.search_runs([exp.experiment_id], max_results=10000):
+            rows.append((run.info.run_id, run.info.status, json.dumps(run.data.tags, sort_keys=True),
+                         json.dumps(run.data.params, sort_keys=True), json.dumps(run.data.metrics, sort_keys=True)))
+    return sorted(rows)
+
+
+# =========================================================================== bad input
+
+
+def _csv(path: Path, rows: list[str]) -> str:
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def _busy_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, sock.getsockname()[1]
+
+
+# (name, arguments after `search`, a fragment of the error line); {uri} {root} {tmp} are filled in.
+BAD_INPUT: list[tuple[str, list[str], str]] = [
+    ("negative seed", ["launch", "--seed", "-1"], "--seed"),
+    ("seed past 32 bits", ["launch", "--seed", "4294967296"], "--seed"),
+    ("negative max-failures", ["launch", "--max-failures", "-1"], "--max-failures"),
+    ("pbt with tpe", ["launch", "--scheduler", "pbt"], "--scheduler pbt runs only with --searcher random"),
+    ("bad mode", ["launch", "--mode", "sideways"], "--mode"),
+    ("name with a path", ["launch", "--name", "../escape"], "--name must be"),
+    ("name that exists", ["launch", "--name", "pipe", "--num-samples", "1"], "a search named pipe already exists"),
+    ("resume a finished search", ["launch", "--name", "pipe", "--resume"], "already finished"),
+    ("resume an unknown search", ["launch", "--name", "nosuch", "--resume"], "no search named nosuch"),
+    ("sqlite store that is a folder", ["runs", "--tracking-uri", "sqlite:///{tmp}"], "is a folder"),
+    ("folder store", ["runs", "--tracking-uri", "file://{tmp}"], "MLflow 3 does not accept"),
+    ("missing store", ["runs", "--tracking-uri", "sqlite:///{tmp}/missing.db"], "no tracking store at"),
+    ("unwritable storage path", ["launch", "--storage-path", "{tmp}/file.txt/ray"], "--storage-path"),
+    ("bad model name", ["retrain", "--register", "a/b"], "--register 'a/b'"),
+    ("regression labels", ["launch", "--dataset", "{tmp}/floats.csv"], "looks like a regression target"),
+    ("npz that is not a zip", ["launch", "--dataset", "{tmp}/bad.npz"], "not an .npz archive"),
+    ("data the model cannot read", ["evaluate", "--dataset", "{tmp}/three.csv"], "reads inputs of shape"),
+    ("busy port", ["ui", "--port", "{port}"], "cannot serve on 127.0.0.1:"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_folder(search_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "file.txt").write_text("not a folder")
+    _csv(tmp / "floats.csv", ["x,label", *(f"{i},{i * 0.37:.3f}" for i in range(40))])
+    (tmp / "bad.npz").write_text("not a zip archive")
+    _csv(tmp / "three.csv", ["a,b,c,label", *(f"{i},{i % 3},{i % 5},{i % 2}" for i in range(40))])
+    return tmp
+
+
+@pytest.mark.parametrize(("name", "args", "fragment"), BAD_INPUT, ids=[row[0] for row in BAD_INPUT])
+def test_bad_input_is_one_line_and_loses_nothing(search_store: dict[str, Any], bad_input_folder: Path, name: str,
+                                                  args: list[str], fragment: str) -> None:
+    uri, tmp = search_store["uri"], bad_input_folder
+    listener, port = _busy_port()
+    try:
+        filled = [a.format(uri=uri, root=search_store["root"], tmp=tmp, port=port) for a in args]
+        if "--tracking-uri" not in filled:
+            filled += ["--tracking-uri", uri]
+        if filled[0] == "launch" and "--storage-path" not in filled:
+            filled += ["--storage-path", str(search_store["root"] / "ray")]
+        before = dump(uri)
+        proc = run_search(*filled, cwd=tmp)
+    finally:
+        listener.close()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0], proc.stderr
+    assert proc.stdout == ""
+    assert dump(uri) == before
+    assert not (tmp / "missing.db").exists()
+
+
+# =========================================================================== lifecycle
+
+
+def _trial_runs(uri: str, parent: str) -> list[Any]:
+    mlc = tracking.client(uri)
+    exp = mlc.get_run(parent).info.experiment_id
+    return list(mlc.search_runs([exp], filter_string=f"tags.`{tracking.PARENT}` = '{parent}'", max_results=1000))
+
+
+def test_a_failure_after_the_parent_exists_ends_it_failed(local_ray: Any, tmp_path: Path) -> None:
+    """PBT on a space that samples nothing PBT mutates fails when the scheduler is built: parent FAILED."""
+    from search.errors import SearchError
+    from search.tune import LaunchOptions
+    from search.tune.launch import launch
+
+    space = tmp_path / "fixed.yaml"
+    space.write_text("params:\n  n_hidden: 1\n  n_neurons: {choice: [16, 32]}\n  epochs: 2\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    opts = LaunchOptions.from_flat(space=str(space), num_samples=2, searcher="random", scheduler="pbt", name="pbt",
+                                   tracking_uri=uri, storage_path=str(tmp_path / "ray"), quiet=True)
+    with pytest.raises(SearchError, match="pbt mutates learning_rate, dropout, batch_size"):
+        launch(opts)
+    (parent,) = tracking.list_searches(uri, "search")
+    assert parent.info.status == "FAILED"
+    assert "pbt mutates" in parent.data.tags[tracking.FAIL_REASON]
+
+
+def test_every_trial_failing_exits_non_zero_with_the_first_reason(tmp_path: Path) -> None:
+    space = tmp_path / "diverge.yaml"
+    space.write_text("params:\n  n_hidden: 1\n  n_neurons: {choice: [16, 24]}\n  optimizer: sgd\n  epochs: 2\n"
+                     "  learning_rate: 1.0e+12\n  batch_size: 64\n")  # diverges in its first epoch
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_search("launch", "--space", str(space), "--num-samples", "2", "--searcher", "random", "--scheduler",
+                      "fifo", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "nan", "-q",
+                      cwd=tmp_path, timeout=400)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: every trial of search nan failed (2 trials); the first: loss became NaN")
+    (parent,) = tracking.list_searches(uri, "search")
+    assert parent.info.status == "FAILED" and "loss became NaN" in parent.data.tags[tracking.FAIL_REASON]
+    assert {r.info.status for r in _trial_runs(uri, parent.info.run_id)} == {"FAILED"}
+
+
+# =========================================================================== signals
+
+
+def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the search exited ({proc.returncode}) before {what}:\n{proc.communicate()[1][-3000:]}")
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 (the store may be mid-migration)
+            pass
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, sig: signal.Signals) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    where = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "sig"]
+    first = [*SEARCH, "launch", "--space", "quick", "--num-samples", "4", "--max-epochs", "6", "--searcher", "random",
+             "--scheduler", "fifo", "--concurrency", "1", *where, "-q"]
+    scratch_before = _our_scratch()
+    proc = subprocess.Popen(first, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        def mid_second_trial() -> bool:
+            parents = tracking.list_searches(uri, "search")
+            runs = _trial_runs(uri, parents[0].info.run_id) if parents else []
+            return sum(r.info.status == "FINISHED" for r in runs) >= 1 and any(r.info.status == "RUNNING" for r in runs)
+
+        _wait_for(mid_second_trial, proc, 300, "a trial finished and another ran")
+        time.sleep(2)  # into the running trial's epochs
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err[-3000:]
+        assert "search launch --name sig --resume" in err and "Traceback" not in err
+        (parent,) = tracking.list_searches(uri, "search")
+        assert parent.info.status == "KILLED"
+        assert all(r.info.status != "RUNNING" for r in _trial_runs(uri, parent.info.run_id))
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    time.sleep(3)
+    resumed = run_search("launch", *where, "--resume", "-q", "--json", cwd=tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (parent,) = tracking.list_searches(uri, "search")
+    runs = _trial_runs(uri, parent.info.run_id)
+    ids = [r.data.tags[tracking.TRIAL_ID] for r in runs]
+    assert len(ids) == 4 and len(set(ids)) == 4, ids
+    assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space"] == "quick"  # the recorded settings, not the CLI's defaults
+    assert json.loads(resumed.stdout)["best"]["run_id"] in {r.info.run_id for r in runs}
+    assert _our_scratch() <= scratch_before  # no temporary folder of ours left behind
+    # No orphan: Ray's processes end with the driver that started them (after SIGKILL its dashboard and
+    # runtime-env agents notice the raylet is gone about a minute later).
+    _wait_until_gone(proc.pid, 150)
+
+
+def _our_scratch() -> set[str]:
+    import glob
+    import tempfile
+
+    root = tempfile.gettempdir()
+    return {p for pattern in ("search-*", "kt-searcher-*") for p in glob.glob(os.path.join(root, pattern))}
+
+
+def _wait_until_gone(pgid: int, timeout: float) -> None:
+    """Wait until no process of the driver's process group is left (a zombie-free group is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(1)
+    alive = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(pgid)], capture_output=True, text=True).stdout
+    pytest.fail(f"processes of the killed search are still running after {timeout:.0f} s:\n{alive}")
