@@ -1,6 +1,7 @@
 """What docs/reliability.md promises, tested with real processes, a real Ray and a real MLflow store.
 
-- Bad input: one ``error:`` line, exit 2, no traceback, and the store exactly as it was.
+- Bad input: one ``error:`` line, exit 2, no traceback, and the store exactly as it was; in
+  seconds, also for a Ray address where nothing listens (Ray alone retries it for minutes).
 - Lifecycle: a search that fails after its parent run exists leaves it FAILED with the reason; a
   search whose every trial failed exits non-zero with the first failure's reason.
 - Signals: SIGTERM mid-trial stops the search like Ctrl-C (exit 143, the resume command), and
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import pick_free_port
 
 from search import tracking
 
@@ -85,6 +87,7 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("npz that is not a zip", ["launch", "--dataset", "{tmp}/bad.npz"], "not an .npz archive"),
     ("data the model cannot read", ["evaluate", "--dataset", "{tmp}/three.csv"], "reads inputs of shape"),
     ("busy port", ["ui", "--port", "{port}"], "cannot serve on 127.0.0.1:"),
+    ("dead Ray address", ["launch", "--address", "127.0.0.1:{free}", "--num-samples", "1"], "nothing answers at"),
 ]
 
 
@@ -104,7 +107,7 @@ def test_bad_input_is_one_line_and_loses_nothing(search_store: dict[str, Any], b
     uri, tmp = search_store["uri"], bad_input_folder
     listener, port = _busy_port()
     try:
-        filled = [a.format(uri=uri, root=search_store["root"], tmp=tmp, port=port) for a in args]
+        filled = [a.format(uri=uri, root=search_store["root"], tmp=tmp, port=port, free=pick_free_port()) for a in args]
         if "--tracking-uri" not in filled:
             filled += ["--tracking-uri", uri]
         if filled[0] == "launch" and "--storage-path" not in filled:
@@ -251,3 +254,32 @@ def _wait_until_gone(pgid: int, timeout: float) -> None:
         time.sleep(1)
     alive = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(pgid)], capture_output=True, text=True).stdout
     pytest.fail(f"processes of the killed search are still running after {timeout:.0f} s:\n{alive}")
+
+
+# =========================================================================== the data's identity
+
+
+def test_a_dataset_is_found_from_anywhere_and_an_edit_is_refused(tmp_path: Path) -> None:
+    """A CSV given by a relative path is recorded by its absolute path and a digest of its contents:
+    later commands find it from another directory, and refuse it once it was edited."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    rows = ["f0,f1,f2,label", *(f"{i % 7},{(i * 3) % 5},{i % 2},{'ab'[i % 2]}" for i in range(60))]
+    _csv(here / "data.csv", rows)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    launched = run_search("launch", "--dataset", "data.csv", "--space", "quick", "--num-samples", "1", "--max-epochs",
+                          "1", "--searcher", "random", "--scheduler", "fifo", "--tracking-uri", uri, "--storage-path",
+                          str(tmp_path / "ray"), "--name", "csv", "-q", cwd=here, timeout=400)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    (parent,) = tracking.list_searches(uri, "search")
+    assert parent.data.params["dataset_source"] == str(here / "data.csv")
+    retrained = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", cwd=elsewhere, timeout=400)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    _csv(here / "data.csv", [*rows, "1,1,1,b"])  # one more row: other data
+    before = dump(uri)
+    refused = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", cwd=elsewhere, timeout=400)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
+    assert f"the dataset {here / 'data.csv'} changed since the search used it" in line
+    assert dump(uri) == before

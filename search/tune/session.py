@@ -38,6 +38,8 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
         "logging_level": logging.WARNING,
         "runtime_env": runtime_env,
     }
+    if address:
+        _check_listening(address)
     try:
         if address:
             # Ray's C++ client logs every refused attempt (InvalidAuthToken, ...) straight to fd 2 for
@@ -50,6 +52,23 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
         raise ClusterError(_explain_connect_error(address, err)) from None
+
+
+def _check_listening(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when nothing listens at a ``HOST:PORT`` (or ``ray://HOST:PORT``) address: Ray
+    itself retries a dead address for minutes before it gives up."""
+    import socket
+
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address in ("auto", "local"):
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ClusterError(f"nothing answers at the Ray address {address} ({err.strerror or err}); start the cluster "
+                           "(ray start --head) or fix --address (or RAY_ADDRESS)") from None
 
 
 class _captured_stderr:
