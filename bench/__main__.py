@@ -25,6 +25,7 @@ BENCHMARKS = {
     "cli": "bench.bench_cli",
     "mc_dropout": "bench.section_mc_dropout",
     "epoch": "bench.bench_epoch",
+    "steps": "bench.bench_steps",
     "overhead": "bench.bench_overhead",
     "kerastuner": "bench.bench_kerastuner",
     "scheduler": "bench.bench_scheduler",

@@ -16,6 +16,7 @@ from typing import Any
 
 from search.errors import ConfigError
 
+AUTO = "auto"
 ACTIVATIONS = ("selu", "elu", "relu", "leaky_relu", "prelu", "gelu", "swish", "tanh", "sigmoid")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw")
 SCHEDULES = ("constant", "power", "exponential", "piecewise", "plateau", "one_cycle")
@@ -49,10 +50,13 @@ class Key:
     check: Callable[[Any], bool] | None = None
     rule: str = ""  # the check in words, for error messages
     nullable: bool = False
+    auto: bool = False  # the string "auto" is a value too: the system picks
 
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.nullable
+        if self.auto and value == AUTO:
+            return True
         if self.kind is bool:
             if not isinstance(value, bool):
                 return False
@@ -74,7 +78,7 @@ class Key:
             text = "one of " + ", ".join(str(c) for c in self.choices)
         else:
             text = f"{self.kind.__name__}" + (f" with {self.rule}" if self.rule else "")
-        return text + (" (or null)" if self.nullable else "")
+        return text + (" (or null)" if self.nullable else "") + (" (or auto)" if self.auto else "")
 
 
 def _positive(v: float) -> bool:
@@ -128,6 +132,8 @@ _KEYS = (
     Key("standardize", bool, False, "standardize inputs with training statistics"),
     Key("epochs", int, 20, "maximum training epochs", check=_positive, rule="value > 0"),
     Key("patience", int, 5, "early-stopping patience on val_loss, in epochs", check=_positive, rule="value > 0"),
+    Key("steps_per_execution", int, AUTO, "training steps per compiled call (auto: one epoch); never changes the math",
+        check=_positive, rule="value > 0", auto=True),
 )
 
 KEYS: dict[str, Key] = {k.name: k for k in _KEYS}
@@ -192,6 +198,8 @@ def parse_value(key: str, text: str) -> Any:
     value: Any
     if lowered in ("null", "none") and spec.nullable:
         value = None
+    elif lowered == AUTO and spec.auto:
+        value = AUTO
     elif spec.kind is bool:
         if lowered in ("true", "yes", "1"):
             value = True

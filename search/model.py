@@ -30,7 +30,7 @@ from typing import Any
 
 import keras
 
-from search.config import TrialConfig
+from search.config import AUTO, TrialConfig
 from search.errors import ConfigError
 from search.optimizers import (
     OneCycle,
@@ -46,6 +46,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_schedule",
+    "execution_steps",
     "has_dropout",
     "hidden_widths",
     "schedule_callbacks",
@@ -116,8 +117,22 @@ def build_model(
     else:
         model.add(keras.layers.Dense(n_classes, activation="softmax", name="output", **_kernel_kwargs(cfg, hidden=False)))
         loss, metric = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch), loss=loss, metrics=[metric])
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch), loss=loss, metrics=[metric],
+                  steps_per_execution=execution_steps(cfg, steps_per_epoch))
     return model
+
+
+def execution_steps(config: Mapping[str, Any], steps_per_epoch: int) -> int:
+    """Training steps per compiled call: ``steps_per_execution``, or with ``auto`` one whole epoch.
+
+    Small nets spend most of an epoch in Keras's per-step dispatch (and, on a GPU, in kernel
+    launches); running the epoch's steps in one compiled loop removes it and changes no number:
+    the same batches, in the same order, through the same updates. Keras never runs more than an
+    epoch per call, and calls the batch callbacks once per call, so the NaN guard still stops in
+    the epoch where the loss became NaN.
+    """
+    value = TrialConfig.of(config).steps_per_execution
+    return max(1, int(steps_per_epoch)) if value == AUTO else int(value)
 
 
 def _kernel_kwargs(cfg: TrialConfig, *, hidden: bool) -> dict[str, Any]:

@@ -282,3 +282,37 @@ def test_configure_runtime_sets_threads_in_a_fresh_interpreter():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"before": [1, 1], "after": [1, 1], "omp": "1"}
+
+
+# --------------------------------------------------------------------------- steps per execution
+
+
+@pytest.mark.parametrize("cfg", [
+    {"n_hidden": 2, "n_neurons": 32, "dropout": 0.2, "batch_norm": "after", "optimizer": "adam",
+     "learning_rate": 3e-3, "batch_size": 64},
+    {"n_hidden": 1, "n_neurons": 48, "optimizer": "nesterov", "momentum": 0.9, "lr_schedule": "one_cycle",
+     "schedule_max_lr": 0.05, "batch_size": 32},
+], ids=["dropout-bn-adam", "nesterov-1cycle"])
+def test_auto_steps_per_execution_changes_no_number(digits, cfg):
+    """One compiled call per epoch (auto) trains exactly what one step per call trains."""
+    from search.model import execution_steps
+
+    one = T.fit({**cfg, "steps_per_execution": 1}, digits, epochs=3, seed=11)
+    auto = T.fit({**cfg, "steps_per_execution": "auto"}, digits, epochs=3, seed=11)
+    steps = -(-len(digits.train.y) // cfg["batch_size"])
+    assert one.model.steps_per_execution == 1 and auto.model.steps_per_execution == steps
+    assert execution_steps(cfg, steps) == steps  # auto is the default
+    for a, b in zip(one.history, auto.history, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    for wa, wb in zip(one.model.get_weights(), auto.model.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spe", [1, 7, "auto"])
+def test_nan_guard_stops_in_the_right_epoch_whatever_the_steps_per_call(digits, spe):
+    """The NaN guard runs once per compiled call; a call never spans epochs, so the epoch is exact."""
+    cfg = {"n_hidden": 1, "n_neurons": 16, "optimizer": "sgd", "learning_rate": 1e12, "batch_size": 64,
+           "steps_per_execution": spe}
+    with pytest.raises(TrialFailed, match=r"^loss became NaN at epoch 5$"):
+        T.fit(cfg, digits, epochs=8, initial_epoch=4, seed=3)
