@@ -78,6 +78,7 @@ COVERED: dict[str, str] = {
     "search ui": "tests/test_browser.py::test_ui_lists_the_search_with_its_trials_nested",
     "search runs": "tests/test_browser.py::test_runs_and_best_read_the_store",
     "search best": "tests/test_browser.py::test_runs_and_best_read_the_store",
+    "search importance": "tests/test_importance.py::test_search_importance_reads_the_store_and_writes_the_parent",
     "search retrain": "tests/test_browser.py::test_the_search_run_holds_its_plots_and_a_description_with_links",
     "search evaluate": "tests/test_browser.py::test_ui_shows_the_reliability_diagram",
     "search launch --name my-search --num-samples 64": "tests/test_tuner.py::test_interrupt_then_resume_gives_exactly_one_run_per_trial",

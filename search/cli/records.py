@@ -58,3 +58,48 @@ def best(tracking_uri: str | None, experiment: str, name: str | None, parent_run
         return "\n".join(lines)
 
     emit(result, as_json, text)
+
+
+@cli.command()
+@tracking_options
+@click.option("--name", help="Search name [default: the newest search].")
+@click.option("--parent-run", help="Parent run id of the search.")
+@click.option("--evaluator", default="fanova", show_default=True, type=click.Choice(["fanova", "ped-anova"]),
+              help="Optuna's importance evaluator (PED-ANOVA compares the best 10% of the trials with the rest: "
+                   "give it a hundred or more).")
+@json_option
+def importance(tracking_uri: str | None, experiment: str, name: str | None, parent_run: str | None, evaluator: str,
+               as_json: bool) -> None:
+    """Which hyperparameters mattered: each key's share of the metric's variance over the trials.
+
+    Read from the search's trial runs in MLflow, computed with Optuna's fANOVA (or PED-ANOVA)
+    evaluator, and written on the parent run too (a plot and a description section). With fewer
+    than 10 scored trials it says so instead of printing noise.
+
+    \b
+    Examples:
+      search importance
+      search importance --name my-search --evaluator ped-anova --json
+    """
+    from search import tracking
+    from search.importance import record_importance
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri, must_exist=True)
+    record = tracking.SearchRecord.find(uri, experiment, name=name, run_id=parent_run)
+    trials = record.ranked_trials()
+    found = record_importance(record.writer(), record.run_id, record.experiment_id,
+                              [tracking.config_of(t) for t in trials], [record.score(t) for t in trials],
+                              metric=record.metric, mode=record.mode, evaluator=evaluator)
+    rows = [{"key": k, "share": v} for k, v in found.scores.items()]
+
+    def text(_: Any) -> str:
+        if found.note:
+            return f"search {record.name}: {found.note}"
+        lines = [f"search {record.name}: share of the variance of {record.metric} over {found.trials} trials "
+                 f"({evaluator})", "", table(rows, ["key", "share"])]
+        if found.left_out:
+            lines += ["", "left out (some trials lack them): " + ", ".join(found.left_out)]
+        return "\n".join(lines)
+
+    emit({"search": record.name, "metric": record.metric, **found.to_dict()}, as_json, text)

@@ -9,6 +9,7 @@ from search.plots.figures import (
     PLOT_FILES,
     plot_best_so_far,
     plot_groups,
+    plot_importance,
     plot_parallel_coordinates,
     search_plots,
 )
@@ -27,6 +28,6 @@ from search.plots.png import DATA_KEY, PNG_MAGIC, plot_data, png_text
 
 __all__ = [
     "DATA_KEY", "GROUPS", "NA", "NA_POSITION", "PLOT_FILES", "PNG_MAGIC", "Axis", "GroupStat", "group_label",
-    "group_stats", "parallel_axes", "plot_best_so_far", "plot_data", "plot_groups", "plot_parallel_coordinates",
+    "group_stats", "parallel_axes", "plot_best_so_far", "plot_data", "plot_groups", "plot_importance", "plot_parallel_coordinates",
     "png_text", "running_best", "search_plots",
 ]

@@ -205,3 +205,20 @@ def search_plots(
         plot_best_so_far(values, folder / PLOT_FILES["best_so_far"], metric=metric, mode=mode, labels=names),
         plot_groups(configs, values, folder / PLOT_FILES["groups"], metric=metric, mode=mode, defaults=defaults),
     ]
+
+
+def plot_importance(scores: Mapping[str, float], path: str | Path, *, metric: str = "val_accuracy",
+                    evaluator: str = "fanova", trials: int = 0) -> Path:
+    """Each key's share of the metric's variance, largest on top (a bar per key, its share written on it)."""
+    keys = list(scores)
+    figure, (ax,) = _figure(6.4, 0.45 * max(len(keys), 2) + 1.3)
+    ys = list(range(len(keys)))[::-1]
+    bars = ax.barh(ys, [scores[k] for k in keys], color="tab:blue", alpha=0.6)
+    ax.set_yticks(ys, keys, fontsize=9)
+    ax.set_xlim(0, max([*scores.values(), 0.05]) * 1.15)
+    for y, k in zip(ys, keys, strict=True):
+        ax.text(scores[k], y, f" {scores[k]:.2f}", va="center", fontsize=8)
+    ax.set_xlabel(f"share of the variance of {metric} ({evaluator}, {trials} trials)")
+    ax.set_title("Hyperparameter importance", fontsize=10)
+    drawn = {k: float(b.get_width()) for k, b in zip(keys, bars, strict=True)}
+    return save_png(figure, path, {"kind": "importance", "metric": metric, "evaluator": evaluator, "scores": drawn})

@@ -24,7 +24,7 @@ from search.plots.numbers import (
 )
 from search.tracking.ranking import rank_key
 
-SECTIONS = ("Best trial", "Retrain", "Evaluate")
+SECTIONS = ("Best trial", "Importance", "Retrain", "Evaluate")
 
 
 def run_link(experiment_id: str, run_id: str, text: str, artifact: str | None = None) -> str:
@@ -175,4 +175,21 @@ def search_overview(*, space: str, about: str, dimensions: int, dataset: str, se
         *(f"| {k} | {v} |" for k, v in settings.items()),
         "",
     ]
+    return "\n".join(lines)
+
+
+def importance_section(*, experiment_id: str, parent_run_id: str, scores: Mapping[str, float], trials: int,
+                       evaluator: str, metric: str, left_out: Sequence[str] = (), note: str = "",
+                       plot: str | None = None) -> str:
+    """The ``Importance`` section: each key's share of the metric's variance, or why there is none."""
+    if note:
+        return note[0].upper() + note[1:] + "."
+    lines = [f"Which hyperparameters mattered for `{metric}`: each key's share of its variance over the {trials} "
+             f"scored trials ({evaluator}, Optuna's evaluator).", "", "| key | share |", "|---|---|"]
+    lines += [f"| `{k}` | {v:.3f} |" for k, v in scores.items()]
+    if left_out:
+        lines += ["", "Left out, since some trials lack them (conditional keys): "
+                  + ", ".join(f"`{k}`" for k in left_out) + "."]
+    if plot:
+        lines += ["", "Plot: " + run_link(experiment_id, parent_run_id, "importance", plot)]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import TrackingError
+from search.importance import record_importance
 from search.tracking import Tracker, git_commit, tags
 from search.tracking.description import best_section, search_overview
 from search.tune.results import Grid, SearchResult
@@ -113,6 +114,8 @@ def log_report(tracker: Tracker, result: SearchResult) -> None:
                             metric=result.metric, mode=result.mode, wall_time_s=result.wall_time_s,
                             plots=[f"{tags.PLOTS_FOLDER}/{p.name}" for p in files], defaults=vocab.DEFAULTS)
         tracker.update_section(parent, "Best trial", body)
+        record_importance(tracker, parent, tracker.experiment_id(), [t["config"] for t in trials],
+                          [t["value"] for t in trials], metric=result.metric, mode=result.mode)
     except TrackingError:
         raise
     except Exception as err:  # noqa: BLE001 (a plot must not cost the search its recorded result)
