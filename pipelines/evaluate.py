@@ -208,11 +208,12 @@ def _log(uri: str, source: _Source, metrics: dict[str, dict[str, float]], files:
         tracker = tracking.Tracker(uri, "search")
         run_id = tracker.start_run("evaluate (MC dropout)", params, run_tags)
     flat = {f"{kind}_{k}": v for kind, values in metrics.items() for k, v in values.items() if v == v}  # drop NaN
-    tracker.final_metrics(run_id, flat)
-    for path in files:
-        tracker.log_artifact(run_id, path)
-    if note:
-        tracker.set_tags(run_id, {tags.NOTE: note})
+    with tracker.closing(run_id):
+        tracker.final_metrics(run_id, flat)
+        for path in files:
+            tracker.log_artifact(run_id, path)
+        if note:
+            tracker.set_tags(run_id, {tags.NOTE: note})
     tracker.end_run(run_id, "FINISHED")
     if source.search is not None:
         tracker.set_tags(source.search.run_id, {tags.EVALUATE_RUN_ID: run_id})

@@ -214,13 +214,13 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
     def report(row: dict[str, float], _model: Any) -> None:
         tracker.log_metrics(run_id, {k: row[k] for k in ("loss", "accuracy", "lr", "epoch_time_s") if k in row}, int(row["epoch"]))
 
-    merged = merge_train_valid(dataset)
-    result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False)
-    test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
-    scores = evaluate(result.model, test)
-    if not all(math.isfinite(v) for v in scores.values()):
-        tracker.end_run(run_id, "FAILED", {tags.FAIL_REASON: "non-finite test metrics"})
-        raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
-    tracker.final_metrics(run_id, {tags.TEST_ACCURACY: scores["accuracy"], tags.TEST_LOSS: scores["loss"]})
+    with tracker.closing(run_id):
+        merged = merge_train_valid(dataset)
+        result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False)
+        test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
+        scores = evaluate(result.model, test)
+        if not all(math.isfinite(v) for v in scores.values()):
+            raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
+        tracker.final_metrics(run_id, {tags.TEST_ACCURACY: scores["accuracy"], tags.TEST_LOSS: scores["loss"]})
     tracker.end_run(run_id, "FINISHED")
     return SeedRun(seed, run_id, scores["accuracy"], scores["loss"]), result.model

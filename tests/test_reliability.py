@@ -283,3 +283,28 @@ def test_a_dataset_is_found_from_anywhere_and_an_edit_is_refused(tmp_path: Path)
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
     assert f"the dataset {here / 'data.csv'} changed since the search used it" in line
     assert dump(uri) == before
+
+
+def test_sigterm_during_retrain_ends_its_run_killed(search_store: dict[str, Any], tmp_path: Path) -> None:
+    uri = search_store["uri"]
+    proc = subprocess.Popen([*SEARCH, "retrain", "--tracking-uri", uri, "--seeds", "3", "--epochs", "400", "-q"],
+                            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mlc = tracking.client(uri)
+    exp = mlc.get_run(search_store["parent"]).info.experiment_id
+
+    def retrain_runs() -> list[Any]:
+        return list(mlc.search_runs([exp], filter_string=f"tags.`{tracking.ROLE}` = 'retrain'", max_results=100))
+
+    before = {r.info.run_id for r in retrain_runs()}
+    try:
+        _wait_for(lambda: any(r.info.status == "RUNNING" for r in retrain_runs() if r.info.run_id not in before), proc,
+                  240, "a retrain run started")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted")
+    new = [r for r in retrain_runs() if r.info.run_id not in before]
+    assert new and all(r.info.status == "KILLED" for r in new), [r.info.status for r in new]

@@ -54,7 +54,7 @@ class SearchGroup(click.Group):
         except TrialFailed as err:
             raise TrialError(str(err)) from None
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM outside the trials (Ray handles those)
-            error = UserError("interrupted before the search started; nothing was recorded")
+            error = UserError("interrupted; every run this command had opened was ended KILLED")
             error.exit_code = Terminated.exit_code if isinstance(err, Terminated) else 130
             raise error from None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from search.cli.base import cli
+from search.cli.base import cli, terminate_as_interrupt
 from search.cli.options import evaluate_options, json_option, quiet_option, retrain_options, tracking_options
 from search.cli.output import emit, evaluate_report, progress_bar, retrain_report
 
@@ -33,6 +33,7 @@ def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_
     """
     from pipelines.retrain import retrain as run_retrain
 
+    terminate_as_interrupt()
     result = run_retrain(tracking_uri=tracking_uri, experiment=experiment, name=name, parent_run=parent_run,
                          epochs=epochs, seeds=seeds, register=register, compare_runner_up=compare_runner_up,
                          data_dir=data_dir, progress=progress_bar(quiet, "retraining"))
@@ -64,6 +65,7 @@ def evaluate(tracking_uri: str | None, experiment: str, run_id: str | None, mode
     """
     from pipelines.evaluate import evaluate as run_evaluate
 
+    terminate_as_interrupt()
     result = run_evaluate(tracking_uri=tracking_uri, experiment=experiment, run_id=run_id, model_uri=model_uri,
                           mc_samples=mc_samples, dataset=dataset, data_dir=data_dir, seed=seed,
                           progress=progress_bar(quiet, "MC sampling"))

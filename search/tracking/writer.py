@@ -6,11 +6,13 @@ sees two writers, and workers on other machines need no access to the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 
 
@@ -204,6 +207,21 @@ class Tracker:
         if run_tags:
             self.set_tags(run_id, run_tags)
         self._retry(lambda: self.mlflow.set_terminated(run_id, status=status), "the end of a run")
+
+    @contextlib.contextmanager
+    def closing(self, run_id: str) -> Iterator[str]:
+        """Whatever ends the block early (an error, Ctrl-C, SIGTERM) ends the run too: FAILED, or
+        KILLED for a signal, with the reason. A block that completes leaves the run to its caller."""
+        try:
+            yield run_id
+        except BaseException as err:
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            try:
+                self.end_run(run_id, status, {tags.FAIL_REASON: reason})
+            except Exception as write_err:  # noqa: BLE001 (the original error is the one to raise)
+                log.warning("could not mark run %s %s: %s", run_id, status, write_err)
+            raise
 
     def delete_run(self, run_id: str) -> None:
         """Soft-delete a run: hidden from searches, restorable in the UI."""
