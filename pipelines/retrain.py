@@ -190,13 +190,14 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
 
 def _dataset(params: Mapping[str, str], data_dir: str | None) -> Any:
     """The data the search ran on: by its recorded absolute path, checked against its fingerprint."""
-    from search.data import load_dataset, load_recorded
+    from search.data import load_recorded, load_subset
 
     data_dir = data_dir or params.get("data_dir") or None
+    subset = {"classes": params.get("classes") or None, "train_limit": int(params["train_limit"]) if params.get("train_limit") else None}
     if params.get("dataset_source"):
         return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
-                             target=params.get("target", "label"), what="the search")
-    return load_dataset(params.get("dataset", "digits"), data_dir=data_dir, target=params.get("target", "label"))
+                             target=params.get("target", "label"), what="the search", **subset)
+    return load_subset(params.get("dataset", "digits"), data_dir=data_dir, target=params.get("target", "label"), **subset)
 
 
 def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int) -> tuple[SeedRun, Any]:

@@ -530,3 +530,43 @@ def test_import_does_not_load_keras() -> None:
     code = "import sys, search.data; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def test_classes_keep_and_relabel_in_the_order_given() -> None:
+    from search.data import load_subset
+
+    full = load_dataset("digits")
+    sub = load_subset("digits", classes="9,8")
+    assert sub.n_classes == 2 and sub.class_names == ("9", "8")
+    for whole, part in ((full.train, sub.train), (full.valid, sub.valid), (full.test, sub.test)):
+        mask = (whole.y == 9) | (whole.y == 8)
+        np.testing.assert_array_equal(part.x, whole.x[mask])
+        np.testing.assert_array_equal(part.y, np.where(whole.y[mask] == 9, 0, 1))  # 9 -> 0, 8 -> 1
+
+
+def test_train_limit_is_stratified_and_fixed() -> None:
+    from search.data import load_subset
+
+    a = load_subset("digits", classes="8,9", train_limit=50)
+    b = load_subset("digits", classes="8,9", train_limit=50)
+    assert len(a.train) == 50 and np.bincount(a.train.y).tolist() in ([25, 25], [24, 26], [26, 24])
+    np.testing.assert_array_equal(a.train.x, b.train.x)  # the same seed, the same rows
+    assert len(a.valid) == len(load_subset("digits", classes="8,9").valid)  # valid and test stay whole
+    assert a.fingerprint() == b.fingerprint() != load_subset("digits", classes="8,9").fingerprint()
+
+
+@pytest.mark.parametrize(("classes", "limit", "message"), [
+    ("8,x", None, "digits has no class 'x'"),
+    ("8", None, "keep at least 2 classes"),
+    ("8,8", None, "names a class twice"),
+    ("8,,9", None, "separated by commas"),
+    ("8,9", 1, "at least one example per class"),
+])
+def test_bad_subsets(classes: str, limit: int | None, message: str) -> None:
+    from search.data import load_subset
+
+    with pytest.raises(DataError, match=message):
+        load_subset("digits", classes=classes, train_limit=limit)

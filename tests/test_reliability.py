@@ -308,3 +308,31 @@ def test_sigterm_during_retrain_ends_its_run_killed(search_store: dict[str, Any]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted")
     new = [r for r in retrain_runs() if r.info.run_id not in before]
     assert new and all(r.info.status == "KILLED" for r in new), [r.info.status for r in new]
+
+
+def test_a_class_subset_is_searched_retrained_and_evaluated_as_recorded(tmp_path: Path) -> None:
+    """--classes and --train-limit are part of the search's record: retrain and evaluate follow them."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    launched = run_search("launch", "--classes", "8,9", "--train-limit", "60", "--space", "quick", "--num-samples", "1",
+                          "--max-epochs", "2", "--searcher", "random", "--scheduler", "fifo", "--tracking-uri", uri,
+                          "--storage-path", str(tmp_path / "ray"), "--name", "pair", "-q", cwd=tmp_path, timeout=400)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    (parent,) = tracking.list_searches(uri, "search")
+    assert parent.data.params["classes"] == "8,9" and parent.data.params["train_limit"] == "60"
+    assert parent.data.tags["search.dataset"] == "digits[8,9][train 60]"
+    retrained = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", "--json", cwd=tmp_path, timeout=400)
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    evaluated = run_search("evaluate", "--tracking-uri", uri, "--mc-samples", "5", "-q", "--json", cwd=tmp_path,
+                           timeout=400)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout)["dataset"] == "digits"
+    from search.data import load_subset
+
+    n_test = len(load_subset("digits", classes="8,9").test)
+    mlc = tracking.client(uri)
+    eval_run = mlc.get_run(json.loads(evaluated.stdout)["run_id"])
+    local = mlc.download_artifacts(eval_run.info.run_id, "predictions.npz", str(tmp_path))
+    import numpy as np
+
+    with np.load(local) as f:
+        assert f["labels"].shape == (n_test,) and f["probs_mean"].shape[1] == 2

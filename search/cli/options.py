@@ -21,6 +21,10 @@ def quiet_option(f: F) -> F:
 
 
 def dataset_options(f: F) -> F:
+    f = click.option("--train-limit", type=click.IntRange(min=1), metavar="N",
+                     help="Keep N training examples (stratified, fixed seed); valid and test stay whole.")(f)
+    f = click.option("--classes", metavar="A,B,...",
+                     help="Keep these classes (names or ids), relabelled 0..k-1 in this order, e.g. 8,9.")(f)
     f = click.option(
         "--target", default="label", show_default=True, help="Label column of a CSV dataset."
     )(f)

@@ -25,6 +25,8 @@ def trial(
     dataset: str,
     data_dir: str | None,
     target: str,
+    classes: str | None,
+    train_limit: int | None,
     overrides: tuple[str, ...],
     seed: int,
     epochs: int | None,
@@ -39,7 +41,7 @@ def trial(
       search trial --set activation=selu --set initializer=lecun_normal --set standardize=true
     """
     from search import config as vocab
-    from search.data import load_dataset
+    from search.data import load_subset
     from search.space import load_space
     from search.train import fit
 
@@ -51,7 +53,7 @@ def trial(
         cfg[key.strip()] = vocab.parse_value(key.strip(), text)
     cfg = {k: v for k, v in cfg.items() if vocab.applies(k, cfg)}  # e.g. momentum after --set optimizer=adam
     vocab.check_config(cfg)
-    data = load_dataset(dataset, data_dir=data_dir, target=target)
+    data = load_subset(dataset, data_dir=data_dir, target=target, classes=classes, train_limit=train_limit)
     if not quiet:
         click.echo(data.describe(), err=True)
         click.echo("config: " + json.dumps(cfg, default=str), err=True)

@@ -91,8 +91,22 @@ def _load_file(path: Path, *, target: str) -> Dataset:
     raise DataError(f"unsupported dataset file type {suffix or '(none)'!r}: {path}; give a .csv or .npz file")
 
 
+def load_subset(name_or_path: str, *, data_dir: str | Path | None = None, target: str = "label",
+                classes: str | None = None, train_limit: int | None = None) -> Dataset:
+    """``load_dataset``, then ``--classes`` and ``--train-limit`` (see ``search.data.subsets``)."""
+    from search.data.subsets import limit_train, parse_classes, select_classes
+
+    dataset = load_dataset(name_or_path, data_dir=data_dir, target=target)
+    chosen = parse_classes(classes)
+    if chosen is not None:
+        dataset = select_classes(dataset, chosen)
+    if train_limit is not None:
+        dataset = limit_train(dataset, int(train_limit))
+    return dataset
+
+
 def load_recorded(source: str, fingerprint: str | None, *, data_dir: str | Path | None = None, target: str = "label",
-                  what: str = "the search") -> Dataset:
+                  what: str = "the search", classes: str | None = None, train_limit: int | None = None) -> Dataset:
     """The dataset ``what`` recorded (a built-in name or an absolute path), checked against its fingerprint.
 
     A file that moved is an error that names it; a file whose contents changed (an edited CSV) is
@@ -101,7 +115,7 @@ def load_recorded(source: str, fingerprint: str | None, *, data_dir: str | Path 
     path = Path(source)
     if path.is_absolute() and not path.is_file():
         raise DataError(f"{what} used the dataset {source}, which is no longer there; put it back, or pass --dataset")
-    dataset = load_dataset(source, data_dir=data_dir, target=target)
+    dataset = load_subset(source, data_dir=data_dir, target=target, classes=classes, train_limit=train_limit)
     if fingerprint and dataset.fingerprint() != fingerprint:
         raise DataError(
             f"the dataset {source} changed since {what} used it (fingerprint {dataset.fingerprint()}, recorded "

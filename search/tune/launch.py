@@ -128,7 +128,7 @@ class Search:
 
     def _load(self) -> None:
         """The space and the dataset (a resumed search's as recorded, checked against its fingerprint)."""
-        from search.data import load_dataset, load_recorded
+        from search.data import load_recorded, load_subset
         from search.space import load_space
 
         s = self.opts.search
@@ -136,11 +136,12 @@ class Search:
         # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
         # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
         params = self.record.params if self.record is not None else {}
+        subset = {"classes": s.classes, "train_limit": s.train_limit}
         if params.get("dataset_source"):
             self.dataset = load_recorded(params["dataset_source"], params.get("dataset_fingerprint"),
-                                         data_dir=s.data_dir, target=s.target, what=f"search {self.name}")
+                                         data_dir=s.data_dir, target=s.target, what=f"search {self.name}", **subset)
         else:
-            self.dataset = load_dataset(s.dataset, data_dir=s.data_dir, target=s.target)
+            self.dataset = load_subset(s.dataset, data_dir=s.data_dir, target=s.target, **subset)
 
     @property
     def experiment_dir(self) -> Path:

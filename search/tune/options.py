@@ -34,6 +34,8 @@ class SearchSpec:
     dataset: str = "digits"
     data_dir: str | None = None
     target: str = "label"
+    classes: str | None = None  # "8,9": keep these classes, relabelled 0..k-1
+    train_limit: int | None = None  # keep this many training examples
     num_samples: int = 16
     max_epochs: int | None = None  # None: the space's own `epochs`
     searcher: str = "tpe"

@@ -30,6 +30,8 @@ RECORDED: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dataset": ("dataset", str),
     "data_dir": ("data_dir", lambda v: v or None),
     "target": ("target", str),
+    "classes": ("classes", lambda v: v or None),
+    "train_limit": ("train_limit", _optional_int),
     "num_samples": ("num_samples", int),
     "searcher": ("searcher", str),
     "scheduler": ("scheduler", str),

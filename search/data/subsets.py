@@ -1,0 +1,76 @@
+"""Subsets of a dataset: some of its classes (relabelled 0..k-1), and a smaller training split.
+
+``--classes 0,1,...`` keeps the named classes of any classification dataset, in the order given,
+so that ``--classes 8,9`` makes a two-class task of digits 8 and 9 (8 becomes 0, 9 becomes 1).
+``--train-limit N`` keeps N training examples, drawn stratified with the fixed split seed; the
+validation and test splits stay whole, so results stay comparable. Only numpy is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from search.data.dataset import Dataset, Split
+from search.data.splits import SPLIT_SEED
+from search.errors import DataError
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    """``"8,9"`` -> ``["8", "9"]``; None or blank -> None."""
+    if text is None or not text.strip():
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if any(not n for n in names):
+        raise DataError(f"--classes {text!r}: give class names or ids separated by commas, e.g. --classes 8,9")
+    if len(set(names)) != len(names):
+        raise DataError(f"--classes {text!r} names a class twice")
+    return names
+
+
+def select_classes(dataset: Dataset, classes: Sequence[str]) -> Dataset:
+    """The examples of ``classes`` (names, or ids where the dataset's classes are numbered), relabelled
+    0..k-1 in the order given."""
+    names = dataset.class_names or tuple(str(i) for i in range(dataset.n_classes))
+    ids = []
+    for wanted in classes:
+        if wanted in names:
+            ids.append(names.index(wanted))
+        elif wanted.isdigit() and int(wanted) < dataset.n_classes:
+            ids.append(int(wanted))
+        else:
+            raise DataError(f"--classes: {dataset.name} has no class {wanted!r}; its classes are {', '.join(names)}")
+    if len(ids) < 2:
+        raise DataError(f"--classes: keep at least 2 classes of {dataset.name}, got {len(ids)}")
+    mapping = np.full(dataset.n_classes, -1, dtype=np.int64)
+    mapping[ids] = np.arange(len(ids))
+
+    def keep(split: Split) -> Split:
+        mask = np.isin(split.y, ids)
+        return Split(split.x[mask], mapping[split.y[mask]])
+
+    parts = [keep(s) for s in (dataset.train, dataset.valid, dataset.test)]
+    for part, label in zip(parts, ("train", "valid", "test"), strict=True):
+        if len(part) == 0:
+            raise DataError(f"--classes: the {label} split of {dataset.name} holds none of {', '.join(classes)}")
+    return Dataset(f"{dataset.name}[{','.join(classes)}]", *parts, len(ids), tuple(names[i] for i in ids),
+                   dataset.source)
+
+
+def limit_train(dataset: Dataset, limit: int) -> Dataset:
+    """At most ``limit`` training examples, stratified, with the fixed split seed."""
+    n = len(dataset.train)
+    if limit < dataset.n_classes:
+        raise DataError(f"--train-limit {limit}: keep at least one example per class ({dataset.n_classes})")
+    if limit >= n:
+        return dataset
+    from sklearn.model_selection import train_test_split
+
+    try:
+        x, _, y, _ = train_test_split(dataset.train.x, dataset.train.y, train_size=limit, stratify=dataset.train.y,
+                                      random_state=SPLIT_SEED)
+    except ValueError:  # a class too small to stratify
+        x, _, y, _ = train_test_split(dataset.train.x, dataset.train.y, train_size=limit, random_state=SPLIT_SEED)
+    return Dataset(f"{dataset.name}[train {limit}]", Split(x, y), dataset.valid, dataset.test, dataset.n_classes,
+                   dataset.class_names, dataset.source)
