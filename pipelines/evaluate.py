@@ -43,47 +43,6 @@ class EvaluateResult:
         return dict(self.__dict__)
 
 
-@dataclass
-class _Source:
-    model_uri: str
-    search: tracking.SearchRecord | None  # the search the model belongs to, where known
-    config: dict[str, Any]
-
-
-def _source(uri: str, run_id: str | None, model_uri: str | None, experiment: str) -> _Source:
-    """Where the model comes from: a run (of any role) or a model URI; default the newest search's model."""
-    if model_uri:
-        run = None
-        if model_uri.startswith("runs:/"):
-            run = tracking.get_run(uri, model_uri[len("runs:/") :].split("/")[0])
-            if run is None:
-                raise SearchError(f"model URI {model_uri} names a run that does not exist in {uri}")
-        record = tracking.SearchRecord.of_run(uri, run) if run is not None else None
-        return _Source(model_uri, record, tracking.config_of(run) if run is not None else {})
-    if run_id is None:
-        record = tracking.SearchRecord.find(uri, experiment)
-        run_id = record.model_run_id()
-        if not run_id:
-            raise SearchError(f"search {record.name} has no retrained or best model; run `search retrain` first")
-    run = tracking.get_run(uri, run_id)
-    if run is None:
-        raise SearchError(f"no run {run_id} in {uri}; list searches with `search runs`")
-    role = run.data.tags.get(tags.ROLE)
-    if role == tags.ROLE_SEARCH:
-        best = tracking.SearchRecord(uri, run).model_run_id()
-        if not best:
-            raise SearchError(f"search {run.info.run_name} has no model yet; run `search retrain` first")
-        return _source(uri, best, None, experiment)
-    if role == tags.ROLE_RETRAIN:
-        return _Source(f"runs:/{run_id}/{tags.MODEL_FOLDER}", tracking.SearchRecord.of_run(uri, run), tracking.config_of(run))
-    if role == tags.ROLE_TRIAL:
-        if f"{tags.MODEL_FOLDER}/model.keras" not in tracking.artifact_paths(uri, run_id, tags.MODEL_FOLDER):
-            raise SearchError(f"trial run {run_id} has no logged model (only the best trial of a search keeps one)")
-        return _Source(f"runs:/{run_id}/{tags.MODEL_FOLDER}/model.keras", tracking.SearchRecord.of_run(uri, run),
-                       tracking.config_of(run))
-    raise SearchError(f"run {run_id} holds no model that search made (role: {role or 'none'}); pass --model-uri instead")
-
-
 def evaluate(
     *,
     tracking_uri: str | None = None,
@@ -108,7 +67,7 @@ def evaluate(
         raise SearchError(f"--mc-samples must be at least 1, got {mc_samples}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri, must_exist=True)
-    source = _source(uri, run_id, model_uri, experiment)
+    source = tracking.model_source(uri, run_id=run_id, model_uri=model_uri, experiment=experiment)
     params = source.search.params if source.search is not None else {}
     data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
@@ -196,7 +155,7 @@ def _artifacts(out: Path, samples: Any, det: Any, y: Any, metrics: dict[str, dic
     return [*files, out / "metrics.json"]
 
 
-def _log(uri: str, source: _Source, metrics: dict[str, dict[str, float]], files: list[Path], *, samples: int,
+def _log(uri: str, source: tracking.ModelSource, metrics: dict[str, dict[str, float]], files: list[Path], *, samples: int,
          seed: int, dataset: str, note: str) -> str | None:
     """The evaluate run: metrics for both predictors, the artifacts, and the model it read; nested
     under the model's search where it has one."""

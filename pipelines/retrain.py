@@ -140,6 +140,7 @@ def retrain(
         raise SearchError(f"search {record.name} has no finished trial with {metric}; nothing to retrain")
     dataset = _dataset(record.params, data_dir)
     tracker = record.writer()
+    transfer = tracking.transfer_source(uri, record.params["transfer_from"]) if record.params.get("transfer_from") else None
 
     picks = trials[:2] if compare_runner_up and len(trials) > 1 else trials[:1]
     total = seeds * len(picks)
@@ -152,7 +153,7 @@ def retrain(
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
-            seed_run, model = _train_seed(tracker, dataset, entry, seed=k, role_rank=rank)
+            seed_run, model = _train_seed(tracker, dataset, entry, seed=k, role_rank=rank, transfer=transfer)
             entry.seeds.append(seed_run)
             if rank == 0 and (best_model is None or seed_run.test_accuracy > max(s.test_accuracy for s in entry.seeds[:-1])):
                 best_model = (model, seed_run)
@@ -200,7 +201,8 @@ def _dataset(params: Mapping[str, str], data_dir: str | None) -> Any:
     return load_subset(params.get("dataset", "digits"), data_dir=data_dir, target=params.get("target", "label"), **subset)
 
 
-def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int) -> tuple[SeedRun, Any]:
+def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,
+                transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
     """Train ``entry``'s config on train+valid with ``seed``; score the test split; log a child run."""
     from search.data import merge_train_valid
     from search.train import evaluate, fit, prepare
@@ -209,7 +211,8 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
     name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
     run_id = tracker.start_child(
         name, {**entry.config, "epochs": entry.epochs, "seed": seed},
-        {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.SEED: str(seed), tags.RANK: role},
+        {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.SEED: str(seed), tags.RANK: role,
+         **({tags.TRANSFER_FROM: transfer[0]} if transfer and int(entry.config.get("reuse_layers") or 0) else {})},
     )
 
     def report(row: dict[str, float], _model: Any) -> None:
@@ -217,7 +220,8 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
 
     with tracker.closing(run_id):
         merged = merge_train_valid(dataset)
-        result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False)
+        result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False,
+                     source=transfer[1] if transfer else None)
         test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
         scores = evaluate(result.model, test)
         if not all(math.isfinite(v) for v in scores.values()):

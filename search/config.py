@@ -132,6 +132,11 @@ _KEYS = (
     Key("standardize", bool, False, "standardize inputs with training statistics"),
     Key("epochs", int, 20, "maximum training epochs", check=_positive, rule="value > 0"),
     Key("patience", int, 5, "early-stopping patience on val_loss, in epochs", check=_positive, rule="value > 0"),
+    Key("reuse_layers", int, 0, "transfer (--transfer-from): hidden layers copied from the source model",
+        check=_non_negative, rule="value >= 0"),
+    Key("freeze_epochs", int, 0, "transfer: epochs the copied layers stay frozen", check=_non_negative, rule="value >= 0"),
+    Key("unfreeze_lr_factor", float, 0.1, "transfer: learning-rate factor once the copied layers are unfrozen",
+        check=lambda v: 0 < v <= 1, rule="0 < value <= 1"),
     Key("steps_per_execution", int, AUTO, "training steps per compiled call (auto: one epoch); never changes the math",
         check=_positive, rule="value > 0", auto=True),
 )

@@ -46,6 +46,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_schedule",
+    "compile_model",
     "execution_steps",
     "has_dropout",
     "hidden_widths",
@@ -111,15 +112,25 @@ def build_model(
     for i, units in enumerate(hidden_widths(cfg, n_classes), start=1):
         for layer in _hidden_block(cfg, i, units):
             model.add(layer)
+    units, activation = (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
+    model.add(keras.layers.Dense(units, activation=activation, name="output", **_kernel_kwargs(cfg, hidden=False)))
+    compile_model(model, cfg, n_classes, steps_per_epoch=steps_per_epoch)
+    return model
+
+
+def compile_model(model: keras.Model, config: Mapping[str, Any], n_classes: int, *, steps_per_epoch: int = 1,
+                  lr_factor: float = 1.0) -> None:
+    """(Re)compile ``model`` with the config's optimizer and schedule, its learning rate times ``lr_factor``
+    (a transferred model compiles again once its copied layers are unfrozen)."""
+    cfg = TrialConfig.of(config)
+    if lr_factor != 1.0:
+        cfg = cfg.replace(learning_rate=cfg.learning_rate * lr_factor)
     if n_classes == 2:
-        model.add(keras.layers.Dense(1, activation="sigmoid", name="output", **_kernel_kwargs(cfg, hidden=False)))
         loss, metric = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
     else:
-        model.add(keras.layers.Dense(n_classes, activation="softmax", name="output", **_kernel_kwargs(cfg, hidden=False)))
         loss, metric = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch), loss=loss, metrics=[metric],
                   steps_per_execution=execution_steps(cfg, steps_per_epoch))
-    return model
 
 
 def execution_steps(config: Mapping[str, Any], steps_per_epoch: int) -> int:

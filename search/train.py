@@ -93,7 +93,50 @@ def _current_lr(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
-def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], report: Report | None) -> Any:
+def _train(model: Any, cfg: TrialConfig, data: Dataset, copied: list[str], epoch_log: Any, nan_epochs: list[int], *,
+           first: int, validate: bool, seed: int | None, verbose: int) -> None:
+    """``model.fit`` from epoch ``first`` to ``cfg.epochs``: with copied layers, first frozen (no early
+    stopping), then every layer at the learning rate times ``unfreeze_lr_factor``."""
+    epochs, batch_size = int(cfg.epochs), int(cfg.batch_size)
+    steps = max(1, math.ceil(len(data.train.y) / batch_size))
+
+    def run(start: int, last: int, callbacks: list[Any]) -> None:
+        model.fit(
+            make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
+            validation_data=make_tf_dataset(data.valid, 1024, shuffle=False) if validate else None,
+            epochs=last, initial_epoch=start, callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
+        )
+
+    frozen_until = min(int(cfg.freeze_epochs), epochs) if copied else 0
+    if frozen_until > first:
+        from search.model import compile_model
+        from search.transfer import set_frozen
+
+        set_frozen(model, copied, True)
+        compile_model(model, cfg, data.n_classes, steps_per_epoch=steps)
+        run(first, frozen_until, [*_callbacks(cfg, validate=False, epoch_log=epoch_log)[:-1], epoch_log])
+        set_frozen(model, copied, False)
+        compile_model(model, cfg, data.n_classes, steps_per_epoch=steps, lr_factor=float(cfg.unfreeze_lr_factor))
+    if not nan_epochs and not model.stop_training and max(first, frozen_until) < epochs:
+        run(max(first, frozen_until), epochs, _callbacks(cfg, validate=validate, epoch_log=epoch_log))
+
+
+def _transferred(model: Any, cfg: TrialConfig, source: Mapping[str, list[Any]] | None, *, fresh: bool) -> list[str]:
+    """The hidden layers that come from the source model (copied now into a fresh model)."""
+    n = int(cfg.reuse_layers)
+    if source is None or n == 0:
+        return []
+    from search.transfer import copy_layers
+
+    if fresh:
+        return copy_layers(model, source, n)
+    return [layer.name for layer in model.layers if layer.name.rsplit("_", 1)[-1].isdigit()
+            and layer.name.split("_")[0] in ("dense", "bn", "prelu") and int(layer.name.rsplit("_", 1)[1]) <= n]
+
+
+def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], report: Report | None, *,
+                    total_epochs: int) -> Any:
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -121,8 +164,8 @@ def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], repo
             row["lr"] = _current_lr(self.model)
             row["epoch_time_s"] = time.perf_counter() - self._start
             # EarlyStopping runs before this callback, so stop_training already says if this is the last epoch.
-            row["epochs_planned"] = float(self.params.get("epochs", 0))
-            row["final"] = float(bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0))
+            row["epochs_planned"] = float(total_epochs)
+            row["final"] = float(bool(self.model.stop_training) or epoch + 1 >= total_epochs)
             history.append(row)
             if not math.isfinite(row.get("loss", 0.0)):
                 return  # the NaN guard below ends the run; a diverged epoch is not a result
@@ -144,6 +187,7 @@ def fit(
     initial_weights: list[Any] | None = None,
     initial_epoch: int = 0,
     validate: bool = True,
+    source: Mapping[str, list[Any]] | None = None,
 ) -> FitResult:
     """Train ``config`` on ``dataset.train``, validating on ``dataset.valid``.
 
@@ -158,6 +202,11 @@ def fit(
     ``validate=False`` trains for exactly ``epochs`` with no validation data: no early
     stopping, and the plateau schedule watches the training loss. Retraining on train+valid
     uses it, so the test split never steers training.
+
+    ``source`` (``search.transfer.source_layers`` of an earlier model) with ``reuse_layers`` > 0
+    copies that many hidden layers into the new model; they train frozen for ``freeze_epochs``
+    epochs (without early stopping), then with every layer at the learning rate times
+    ``unfreeze_lr_factor``.
     """
 
     from search.model import build_model
@@ -175,18 +224,12 @@ def fit(
         model = build_model(full, data.input_shape, data.n_classes, steps_per_epoch=steps, seed=seed)
         if initial_weights is not None:
             model.set_weights(initial_weights)
+    copied = _transferred(model, full, source, fresh=initial_model is None and initial_weights is None)
     history: list[dict[str, float]] = []
     nan_epochs: list[int] = []
-    callbacks = _callbacks(full, validate=validate, epoch_log=_epoch_callback(history, nan_epochs, report))
-    model.fit(
-        make_tf_dataset(data.train, batch_size, shuffle=True, seed=seed),
-        validation_data=make_tf_dataset(data.valid, 1024, shuffle=False) if validate else None,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles
-    )
+    epoch_log = _epoch_callback(history, nan_epochs, report, total_epochs=epochs)
+    _train(model, full, data, copied, epoch_log, nan_epochs, first=initial_epoch, validate=validate, seed=seed,
+           verbose=verbose)
     nan_epochs += [int(r["epoch"]) for r in history if not all(math.isfinite(r.get(k, 0.0)) for k in ("loss", "val_loss"))]
     if nan_epochs:
         raise TrialFailed(f"loss became NaN at epoch {min(nan_epochs)}")

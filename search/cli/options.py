@@ -62,6 +62,9 @@ def search_options(f: F) -> F:
                      help=choices_help(SEARCHERS) + "."),
         click.option("--scheduler", type=click.Choice(list(SCHEDULERS)),
                      help="Trial scheduler [default: asha when --num-samples > --concurrency, else fifo]."),
+        click.option("--transfer-from", metavar="RUN_ID|MODEL_URI",
+                     help="Reuse the hidden layers of this model (a search, retrain or trial run, or a model URI) as "
+                          "the space's reuse_layers, freeze_epochs and unfreeze_lr_factor say."),
         click.option("--metric", default="val_accuracy", show_default=True, help="Metric the search optimizes."),
         click.option("--mode", type=click.Choice(["max", "min"]),
                      help="Whether a larger metric is better [default: min for a loss, else max]."),

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.base import cli
-from search.cli.options import dataset_options, json_option, quiet_option
+from search.cli.options import dataset_options, json_option, quiet_option, tracking_options
 from search.errors import SearchError
 
 
@@ -18,6 +18,9 @@ from search.errors import SearchError
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fix a key (repeatable).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the sampled config and the weights.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the config's `epochs`).")
+@click.option("--transfer-from", metavar="RUN_ID|MODEL_URI",
+              help="Reuse the hidden layers of this model (with --set reuse_layers=N); read from --tracking-uri.")
+@tracking_options
 @json_option
 @quiet_option
 def trial(
@@ -30,6 +33,9 @@ def trial(
     overrides: tuple[str, ...],
     seed: int,
     epochs: int | None,
+    transfer_from: str | None,
+    tracking_uri: str | None,
+    experiment: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -40,19 +46,10 @@ def trial(
       search trial --space quick --dataset digits
       search trial --set activation=selu --set initializer=lecun_normal --set standardize=true
     """
-    from search import config as vocab
     from search.data import load_subset
-    from search.space import load_space
     from search.train import fit
 
-    cfg = load_space(space_name).sample(seed)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SearchError(f"--set {item}: expected KEY=VALUE, e.g. --set n_hidden=3")
-        cfg[key.strip()] = vocab.parse_value(key.strip(), text)
-    cfg = {k: v for k, v in cfg.items() if vocab.applies(k, cfg)}  # e.g. momentum after --set optimizer=adam
-    vocab.check_config(cfg)
+    cfg = _config(space_name, seed, overrides)
     data = load_subset(dataset, data_dir=data_dir, target=target, classes=classes, train_limit=train_limit)
     if not quiet:
         click.echo(data.describe(), err=True)
@@ -66,7 +63,8 @@ def trial(
                 f"lr {row['lr']:.2e}  {row['epoch_time_s']:.2f}s"
             )
 
-    result = fit(cfg, data, epochs=epochs, report=show, seed=seed)
+    source = _source(transfer_from, tracking_uri) if transfer_from else None
+    result = fit(cfg, data, epochs=epochs, report=show, seed=seed, source=source)
     best = result.best()
     summary = {"config": cfg, "epochs": result.epochs, "best_epoch": int(best["epoch"]),
                "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "history": result.history}
@@ -77,3 +75,28 @@ def trial(
             f"result: val_accuracy {best['val_accuracy']:.4f}  val_loss {best['val_loss']:.4f}  "
             f"(best epoch {int(best['epoch'])} of {result.epochs})"
         )
+
+
+def _config(space_name: str, seed: int, overrides: tuple[str, ...]) -> dict[str, Any]:
+    """A config sampled from the space with ``seed``, then the ``--set`` overrides, checked."""
+    from search import config as vocab
+    from search.space import load_space
+
+    cfg = load_space(space_name).sample(seed)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SearchError(f"--set {item}: expected KEY=VALUE, e.g. --set n_hidden=3")
+        cfg[key.strip()] = vocab.parse_value(key.strip(), text)
+    cfg = {k: v for k, v in cfg.items() if vocab.applies(k, cfg)}  # e.g. momentum after --set optimizer=adam
+    vocab.check_config(cfg)
+    return cfg
+
+
+def _source(transfer_from: str, tracking_uri: str | None) -> Any:
+    """The hidden layers of the model --transfer-from names, read from the store."""
+    from search import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri, must_exist=True)
+    return tracking.transfer_source(uri, transfer_from)[1]

@@ -75,3 +75,12 @@ def check_model_name(uri: str, name: str) -> None:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             first = (str(err).strip().splitlines() or [err.error_code])[0]
             raise SearchError(f"--register {name!r}: {first}") from None
+
+
+def transfer_source(uri: str, ref: str) -> tuple[str, dict[str, list[Any]]]:
+    """The model ``ref`` names (a run id of any role, or a model URI) and its hidden layers' weights."""
+    from search.tracking.record import model_source
+    from search.transfer import source_layers
+
+    source = model_source(uri, model_uri=ref) if ":/" in ref else model_source(uri, run_id=ref)
+    return source.model_uri, source_layers(load_keras_model(source.model_uri, uri))

@@ -212,3 +212,46 @@ class SearchRecord:
     def update_section(self, heading: str, body: str) -> str:
         """Replace the ``### heading`` section of the search's description."""
         return self.writer().update_section(self.run_id, heading, body)
+
+
+@dataclass
+class ModelSource:
+    model_uri: str
+    search: SearchRecord | None  # the search the model belongs to, where known
+    config: dict[str, Any]
+
+
+def model_source(uri: str, *, run_id: str | None = None, model_uri: str | None = None,
+                 experiment: str = "search") -> ModelSource:
+    """Where a model comes from: a run (of any role: a search means its model) or a model URI;
+    with neither, the newest search's model."""
+    if model_uri:
+        run = None
+        if model_uri.startswith("runs:/"):
+            run = get_run(uri, model_uri[len("runs:/") :].split("/")[0])
+            if run is None:
+                raise TrackingError(f"model URI {model_uri} names a run that does not exist in {uri}")
+        record = SearchRecord.of_run(uri, run) if run is not None else None
+        return ModelSource(model_uri, record, config_of(run) if run is not None else {})
+    if run_id is None:
+        record = SearchRecord.find(uri, experiment)
+        run_id = record.model_run_id()
+        if not run_id:
+            raise TrackingError(f"search {record.name} has no retrained or best model; run `search retrain` first")
+    run = get_run(uri, run_id)
+    if run is None:
+        raise TrackingError(f"no run {run_id} in {uri}; list searches with `search runs`")
+    role = run.data.tags.get(tags.ROLE)
+    if role == tags.ROLE_SEARCH:
+        best = SearchRecord(uri, run).model_run_id()
+        if not best:
+            raise TrackingError(f"search {run.info.run_name} has no model yet; run `search retrain` first")
+        return model_source(uri, run_id=best, experiment=experiment)
+    if role == tags.ROLE_RETRAIN:
+        return ModelSource(f"runs:/{run_id}/{tags.MODEL_FOLDER}", SearchRecord.of_run(uri, run), config_of(run))
+    if role == tags.ROLE_TRIAL:
+        if f"{tags.MODEL_FOLDER}/model.keras" not in artifact_paths(uri, run_id, tags.MODEL_FOLDER):
+            raise TrackingError(f"trial run {run_id} has no logged model (only the best trial of a search keeps one)")
+        return ModelSource(f"runs:/{run_id}/{tags.MODEL_FOLDER}/model.keras", SearchRecord.of_run(uri, run),
+                       config_of(run))
+    raise TrackingError(f"run {run_id} holds no model that search made (role: {role or 'none'}); pass --model-uri instead")

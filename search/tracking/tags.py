@@ -47,6 +47,7 @@ FAIL_REASON = "search.fail_reason"  # one line: why a run failed
 STOPPED_BY = "search.stopped_by"  # who stopped a trial early ("scheduler")
 STOPPED_AT_EPOCH = "search.stopped_at_epoch"  # the last epoch a stopped trial ran
 BEST = "search.best"  # "true" on the best trial's run, which holds model/model.keras
+TRANSFER_FROM = "search.transfer_from"  # the model URI whose hidden layers the trial (or retrain) reused
 
 # -- a retrain run ----------------------------------------------------------------------------
 RETRAIN_OF = "search.retrain_of"  # the trial run whose config was retrained

@@ -38,7 +38,8 @@ class MLflowCallback(tune.Callback):
     """Records each Ray trial as a nested MLflow run; the driver is the only writer."""
 
     def __init__(self, tracker: Tracker, space: Space, *, metric: str, mode: str, max_epochs: int | None,
-                 flush_every_s: float = 2.0) -> None:
+                 flush_every_s: float = 2.0, transfer_from: str | None = None) -> None:
+        self.transfer_from = transfer_from
         self.tracker = tracker
         self.space = space
         self.metric = metric
@@ -57,7 +58,10 @@ class MLflowCallback(tune.Callback):
         cfg = self._config(trial)
         # Numbered in the order trials first start (Ray's ids are not dense across searchers).
         index = len(self.tracker.runs) + (trial.trial_id not in self.tracker.runs)
-        self.tracker.start_trial(trial.trial_id, run_name(index, cfg), cfg, {tags.NODE: str(trial.node_ip or "")})
+        run_tags = {tags.NODE: str(trial.node_ip or "")}
+        if self.transfer_from and int(cfg.get("reuse_layers", 0)) > 0:
+            run_tags[tags.TRANSFER_FROM] = self.transfer_from
+        self.tracker.start_trial(trial.trial_id, run_name(index, cfg), cfg, run_tags)
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.on_trial_start(iteration, trials, trial)

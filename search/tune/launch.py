@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import Interrupted, SearchError, SearchFailed, TrackingError
-from search.tracking import SearchRecord, Tracker, check_reachable, resolve_tracking_uri, tags
+from search.tracking import SearchRecord, Tracker, check_reachable, resolve_tracking_uri, tags, transfer_source
 from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, default_scheduler, make_scheduler, make_searcher
 from search.tune.options import LaunchOptions, validate
 from search.tune.results import Grid, SearchResult, replace_callbacks, summarize
@@ -71,6 +71,7 @@ class Search:
         self.parent_run_id: str | None = None
         self.record: SearchRecord | None = None  # --resume: the search being continued
         self.recorded_space: Space | None = None
+        self.transfer: tuple[str, dict[str, Any]] | None = None  # (model URI, its hidden layers' weights)
 
     @property
     def resume_hint(self) -> str:
@@ -142,6 +143,11 @@ class Search:
                                          data_dir=s.data_dir, target=s.target, what=f"search {self.name}", **subset)
         else:
             self.dataset = load_subset(s.dataset, data_dir=s.data_dir, target=s.target, **subset)
+        if s.transfer_from:
+            if int(self.space.max_value("reuse_layers")) < 1:
+                raise SearchError(f"--transfer-from {s.transfer_from}, but space {self.space.name} never sets "
+                                  "reuse_layers above 0, so nothing would be reused; add reuse_layers to the space")
+            self.transfer = transfer_source(self.uri, s.transfer_from)
 
     @property
     def experiment_dir(self) -> Path:
@@ -198,7 +204,8 @@ class Search:
 
         assert self.tracker is not None and self.plan is not None
         s, plan, entry = self.opts.search, self.plan, SCHEDULERS[self.scheduler]
-        callbacks = [MLflowCallback(self.tracker, self.space, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs)]
+        callbacks = [MLflowCallback(self.tracker, self.space, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
+                                    transfer_from=self.transfer[0] if self.transfer else None)]
         if self.progress:
             callbacks.append(LiveView(s.metric, s.mode, self.progress))
         trainable = tune.with_resources(
@@ -207,6 +214,7 @@ class Search:
                 cpu_threads=max(1, int(self.opts.resources.cpus_per_trial)), metric=s.metric, mode=s.mode,
                 checkpoint_every=self.opts.run.checkpoint_every or entry.checkpoint_every(plan.max_t),
                 checkpoint_share=entry.checkpoint_share, checkpoint_at=entry.stops_at(plan.max_t),
+                source=self.transfer[1] if self.transfer else None,
             ),
             {"cpu": self.opts.resources.cpus_per_trial, "gpu": self.opts.resources.gpus_per_trial},
         )

@@ -40,6 +40,7 @@ class SearchSpec:
     max_epochs: int | None = None  # None: the space's own `epochs`
     searcher: str = "tpe"
     scheduler: str | None = None  # None: see algorithms.default_scheduler
+    transfer_from: str | None = None  # a run id or model URI whose hidden layers the trials reuse
     metric: str = "val_accuracy"
     mode: str | None = None  # None: inferred from the metric (see infer_mode)
     seed: int = 0

@@ -34,6 +34,7 @@ RECORDED: dict[str, tuple[str, Callable[[str], Any]]] = {
     "train_limit": ("train_limit", _optional_int),
     "num_samples": ("num_samples", int),
     "searcher": ("searcher", str),
+    "transfer_from": ("transfer_from", lambda v: v or None),
     "scheduler": ("scheduler", str),
     "metric": ("metric", str),
     "mode": ("mode", str),

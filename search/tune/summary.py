@@ -37,7 +37,7 @@ def search_params(opts: LaunchOptions, dataset: Dataset, *, scheduler: str, conc
     return {
         "dataset_source": dataset.source, "dataset_fingerprint": dataset.fingerprint(),
         "max_epochs_option": s.max_epochs if s.max_epochs is not None else "",
-        "classes": s.classes or "", "train_limit": s.train_limit if s.train_limit is not None else "",
+        "transfer_from": s.transfer_from or "", "classes": s.classes or "", "train_limit": s.train_limit if s.train_limit is not None else "",
         "space": s.space, "dataset": s.dataset, "data_dir": s.data_dir or "", "target": s.target,
         "num_samples": s.num_samples, "searcher": s.searcher, "scheduler": scheduler, "metric": s.metric,
         "mode": s.mode, "concurrency": concurrency, "cpus_per_trial": r.cpus_per_trial,

@@ -140,6 +140,7 @@ def run_trial(
     checkpoint_every: int,
     checkpoint_share: float = 0.0,
     checkpoint_at: frozenset[int] = frozenset(),
+    source: Mapping[str, list[Any]] | None = None,
 ) -> None:
     """One trial: fit the assembled config, reporting each epoch (with .keras checkpoints, see
     ``CheckpointPolicy``).
@@ -154,7 +155,7 @@ def run_trial(
     policy = CheckpointPolicy(cfg, metric=metric, mode=mode, every=checkpoint_every, share=checkpoint_share,
                               at=checkpoint_at)
     # Nodes on one host share an IP; the node id tells them apart (and shows where a retried trial went).
-    fitter = _Fitter(cfg, dataset, policy, tune.get_checkpoint(), ray.get_runtime_context().get_node_id())
+    fitter = _Fitter(cfg, dataset, policy, tune.get_checkpoint(), ray.get_runtime_context().get_node_id(), source)
     try:
         fitter.report_epochs()
     finally:  # done, failed, or stopped by Ray (SystemExit from tune.report): end the fit thread first
@@ -165,8 +166,9 @@ class _Fitter:
     """The fit in its own thread, handing each epoch's row (and checkpoint folder) over a queue."""
 
     def __init__(self, cfg: dict[str, Any], dataset: Dataset, policy: CheckpointPolicy, checkpoint: Any,
-                 node_id: str) -> None:
+                 node_id: str, source: Mapping[str, list[Any]] | None = None) -> None:
         self.cfg, self.dataset, self.policy, self.checkpoint, self.node_id = cfg, dataset, policy, checkpoint, node_id
+        self.source = source
         self.outbox: queue.Queue = queue.Queue(maxsize=1)
         self.stopping = threading.Event()
         self.model: Any = None
@@ -200,7 +202,7 @@ class _Fitter:
                 self.outbox.put(({**row, "node_id": self.node_id}, folder, score, model))
 
             fit(self.cfg, self.dataset, report=report, seed=None, initial_model=initial, initial_weights=weights,
-                initial_epoch=start_epoch)
+                initial_epoch=start_epoch, source=self.source)
             self.outbox.put(_DONE)
         except BaseException as err:  # noqa: BLE001 (handed to the reporting thread, which raises it)
             self.outbox.put(err)
