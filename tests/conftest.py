@@ -51,11 +51,12 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def search_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A finished 3-trial random search over ``STORE_SPACE`` on digits, run in process on a real Ray:
-    ``{"uri": its store, "parent": its parent run id, "root": the folder holding both}`` (a dict the
-    module's tests may add to)."""
+    ``{"uri": its store, "parent": its parent run id, "root": the folder holding both}``. One per test
+    session, shared by the modules that read it; tests that add runs to it (retrain, evaluate) must
+    not assume they are alone."""
     import ray
 
     from search.tune import LaunchOptions

@@ -155,8 +155,9 @@ def test_a_failure_after_the_parent_exists_ends_it_failed(local_ray: Any, tmp_pa
 
 def test_every_trial_failing_exits_non_zero_with_the_first_reason(tmp_path: Path) -> None:
     space = tmp_path / "diverge.yaml"
+    # selu's linear side carries the overflow to the output (relu could die, tanh saturate): NaN in epoch 1
     space.write_text("params:\n  n_hidden: 1\n  n_neurons: {choice: [16, 24]}\n  optimizer: sgd\n  epochs: 2\n"
-                     "  learning_rate: 1.0e+12\n  batch_size: 64\n")  # diverges in its first epoch
+                     "  learning_rate: 1.0e+30\n  batch_size: 64\n  activation+initializer: [selu, lecun_normal]\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_search("launch", "--space", str(space), "--num-samples", "2", "--searcher", "random", "--scheduler",
                       "fifo", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "nan", "-q",
@@ -216,6 +217,15 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
         (parent,) = tracking.list_searches(uri, "search")
         assert parent.info.status == "KILLED"
         assert all(r.info.status != "RUNNING" for r in _trial_runs(uri, parent.info.run_id))
+        # Resume with flags that contradict the record: refused in one line, the search untouched.
+        before = dump(uri)
+        for flags, said in ((["--space", "default"], "--space default (the search has quick)"),
+                            (["--num-samples", "9"], "--num-samples 9 (the search has 4)")):
+            refused = run_search("launch", *where, "--resume", *flags, "-q", cwd=tmp_path, timeout=200)
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+            (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
+            assert said in line and "a resumed search keeps its settings" in line.lower()
+        assert dump(uri) == before
     else:
         assert proc.returncode == -signal.SIGKILL
     time.sleep(3)
@@ -336,3 +346,31 @@ def test_a_class_subset_is_searched_retrained_and_evaluated_as_recorded(tmp_path
 
     with np.load(local) as f:
         assert f["labels"].shape == (n_test,) and f["probs_mean"].shape[1] == 2
+
+
+def test_ui_on_all_interfaces_warns_and_lets_remote_hosts_in(search_store: dict[str, Any], tmp_path: Path) -> None:
+    """--host 0.0.0.0: a warning that the store is exposed, and MLflow's host check opened (a request
+    with a remote Host header is answered, not refused with 403). Requests go to loopback only."""
+    import urllib.request
+
+    port = pick_free_port()
+    proc = subprocess.Popen([*SEARCH, "ui", "--tracking-uri", search_store["uri"], "--host", "0.0.0.0", "--port",
+                             str(port)], cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Host": "mlflow.example.org"})
+        deadline, status = time.monotonic() + 180, None
+        while time.monotonic() < deadline and status is None:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    status = response.status
+            except urllib.error.HTTPError as err:
+                status = err.code
+            except OSError:
+                time.sleep(1)
+        assert status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "warning: --host 0.0.0.0 serves the store" in err
