@@ -107,16 +107,15 @@ def evaluate(
 def _data(params: Any, dataset: str | None, *, data_dir: str | None, target: str) -> Any:
     """``--dataset`` if given (said loudly when it is not the data the search ran on), else the search's
     own, by its recorded path and checked against its fingerprint."""
-    from search.data import load_recorded, load_subset
+    from search.data import load_searched, load_subset
 
-    data_dir = data_dir or params.get("data_dir") or None
-    subset = {"classes": params.get("classes") or None, "train_limit": int(params["train_limit"]) if params.get("train_limit") else None}
-    if dataset is None and params.get("dataset_source"):
-        return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
-                             target=target, what="the model's search", **subset)
-    data = load_subset(dataset or params.get("dataset") or "digits", data_dir=data_dir, target=target, **subset)
+    if dataset is None:
+        return load_searched(params, data_dir=data_dir, target=target, what="the model's search")
+    data = load_subset(dataset, data_dir=data_dir or params.get("data_dir") or None, target=target,
+                       classes=params.get("classes") or None,
+                       train_limit=int(params["train_limit"]) if params.get("train_limit") else None)
     recorded = params.get("dataset_fingerprint")
-    if dataset is not None and recorded and data.fingerprint() != recorded:
+    if recorded and data.fingerprint() != recorded:
         log.warning("evaluating on %s, which is not the data the model's search used (%s)", dataset,
                     params.get("dataset_source") or params.get("dataset"))
     return data

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,7 +138,9 @@ def retrain(
     trials = record.ranked_trials()
     if not trials:
         raise SearchError(f"search {record.name} has no finished trial with {metric}; nothing to retrain")
-    dataset = _dataset(record.params, data_dir)
+    from search.data import load_searched
+
+    dataset = load_searched(record.params, data_dir=data_dir)
     tracker = record.writer()
     transfer = tracking.transfer_source(uri, record.params["transfer_from"]) if record.params.get("transfer_from") else None
 
@@ -187,18 +189,6 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
     body = retrain_section(experiment_id=record.experiment_id, entries=entries, verdict=verdict_text,
                            model_uri=model_uri, registered=register)
     record.update_section("Retrain", body)
-
-
-def _dataset(params: Mapping[str, str], data_dir: str | None) -> Any:
-    """The data the search ran on: by its recorded absolute path, checked against its fingerprint."""
-    from search.data import load_recorded, load_subset
-
-    data_dir = data_dir or params.get("data_dir") or None
-    subset = {"classes": params.get("classes") or None, "train_limit": int(params["train_limit"]) if params.get("train_limit") else None}
-    if params.get("dataset_source"):
-        return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
-                             target=params.get("target", "label"), what="the search", **subset)
-    return load_subset(params.get("dataset", "digits"), data_dir=data_dir, target=params.get("target", "label"), **subset)
 
 
 def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,

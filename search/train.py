@@ -127,12 +127,9 @@ def _transferred(model: Any, cfg: TrialConfig, source: Mapping[str, list[Any]] |
     n = int(cfg.reuse_layers)
     if source is None or n == 0:
         return []
-    from search.transfer import copy_layers
+    from search.transfer import copy_layers, hidden_layers
 
-    if fresh:
-        return copy_layers(model, source, n)
-    return [layer.name for layer in model.layers if layer.name.rsplit("_", 1)[-1].isdigit()
-            and layer.name.split("_")[0] in ("dense", "bn", "prelu") and int(layer.name.rsplit("_", 1)[1]) <= n]
+    return copy_layers(model, source, n) if fresh else hidden_layers(model, n)
 
 
 def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], report: Report | None, *,

@@ -60,6 +60,11 @@ def copy_layers(model: Any, source: Mapping[str, list[Any]], n: int) -> list[str
     return copied
 
 
+def hidden_layers(model: Any, n: int) -> list[str]:
+    """The names of the layers of hidden layers 1..``n`` of a ``search.model`` MLP."""
+    return [layer.name for layer in model.layers if (m := _HIDDEN.match(layer.name)) and int(m.group(2)) <= n]
+
+
 def set_frozen(model: Any, names: list[str], frozen: bool) -> None:
     for layer in model.layers:
         if layer.name in names:

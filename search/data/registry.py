@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +123,17 @@ def load_recorded(source: str, fingerprint: str | None, *, data_dir: str | Path 
             "use this data knowingly"
         )
     return dataset
+
+
+def load_searched(params: Mapping[str, str], *, data_dir: str | Path | None = None, target: str | None = None,
+                  what: str = "the search") -> Dataset:
+    """The data a search ran on, from its parent run's params: the recorded path (checked against its
+    fingerprint) or, for a search recorded before that, its dataset name; with its class subset."""
+    data_dir = data_dir or params.get("data_dir") or None
+    target = target or params.get("target", "label")
+    subset = {"classes": params.get("classes") or None,
+              "train_limit": int(params["train_limit"]) if params.get("train_limit") else None}
+    if params.get("dataset_source"):
+        return load_recorded(params["dataset_source"], params.get("dataset_fingerprint"), data_dir=data_dir,
+                             target=target, what=what, **subset)
+    return load_subset(params.get("dataset") or "digits", data_dir=data_dir, target=target, **subset)

@@ -73,9 +73,7 @@ def best_metric(metric: str) -> str:
     return f"best_{metric}"
 
 
-# -- params of the parent run (the search's settings) -----------------------------------------
-SEARCH_PARAMS = ("space", "dataset", "data_dir", "target", "num_samples", "searcher", "scheduler", "metric", "mode",
-                 "concurrency", "cpus_per_trial", "gpus_per_trial", "max_epochs", "seed")
+# -- params of the parent run (the search's settings: search.tune.summary.search_params) --
 BEST_PARAM_PREFIX = "best."  # the parent's params best.KEY hold the best trial's config
 
 # -- artifacts --------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000
 
 
+def reason_of(err: BaseException) -> str:
+    """The one line a run's ``search.fail_reason`` holds for ``err``."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+
+
 def param_text(value: Any) -> str:
     """How a param value is written: JSON for lists and dicts, ``null`` for None."""
     text = json.dumps(value) if isinstance(value, (list, dict)) else ("null" if value is None else str(value))
@@ -216,9 +221,8 @@ class Tracker:
             yield run_id
         except BaseException as err:
             status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
             try:
-                self.end_run(run_id, status, {tags.FAIL_REASON: reason})
+                self.end_run(run_id, status, {tags.FAIL_REASON: reason_of(err)})
             except Exception as write_err:  # noqa: BLE001 (the original error is the one to raise)
                 log.warning("could not mark run %s %s: %s", run_id, status, write_err)
             raise

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import Interrupted, SearchError, SearchFailed, TrackingError
+from search.tracking.writer import reason_of
 from search.tracking import SearchRecord, Tracker, check_reachable, resolve_tracking_uri, tags, transfer_source
 from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, default_scheduler, make_scheduler, make_searcher
 from search.tune.options import LaunchOptions, validate
@@ -296,7 +297,7 @@ class Search:
         """Anything else: the open trial runs and the parent run end FAILED (KILLED for a signal), with the reason."""
         if self.tracker is None or self.parent_run_id is None:
             return
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+        reason = reason_of(err)
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         try:
             for run in self.tracker.child_runs(role=tags.ROLE_TRIAL):
