@@ -29,6 +29,11 @@ BENCHMARKS = {
     "overhead": "bench.bench_overhead",
     "kerastuner": "bench.bench_kerastuner",
     "scheduler": "bench.bench_scheduler",
+    "transfer": "bench.bench_transfer",
+    "quality": "bench.bench_quality",
+    "reports": "bench.bench_reports",
+    "driver": "bench.bench_driver",
+    "warm_start": "bench.bench_warm_start",
 }
 
 

@@ -44,6 +44,21 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("mc_dropout", "MC dropout", "the seed's Python loop", "≥ 10× faster"),
     ("steps", "Steps per execution (`auto`: one call per epoch)", "one step per compiled call, same fit",
      "faster epochs, the same numbers (no target set)"),
+    ("driver", "Driver throughput (issue #13)", "plain Ray Tune with its default loggers, same trainable",
+     "≥ 500 results/s with every result in MLflow (SQLite and server); 1,000 trials: runs/best < 2 s"),
+    ("time_to_quality", "Time to quality (issue #13): 16x30 and 8x10 on digits", "KerasTuner Random/Hyperband, "
+     "Optuna TPE + median pruning, plain Ray Tune FIFO/ASHA, same space and budget", "ASHA ≤ 0.25× and FIFO ≤ 0.4× "
+     "KerasTuner Random (16x30); ≤ 0.35× plain Ray Tune; 8x10 ≤ 0.7× KerasTuner; fixed cost ≤ 10 s"),
+    ("reports", "Report coalescing (issue #13)", "every epoch a Tune report, same search",
+     "driver CPU per epoch at least halved, every epoch in MLflow"),
+    ("quality", "Quality (issue #14): the default pipeline on digits", "scikit-learn MLP/SVC/LogReg and KerasTuner's "
+     "best, same split", "deep ensemble ≥ 0.985; its NLL and ECE ≤ the single model's; MC ECE ≤ deterministic"),
+    ("regression", "Regression (issue #15): the default pipeline on diabetes", "scikit-learn RidgeCV and "
+     "MLPRegressor, same split", "test RMSE ≤ both; 90% intervals cover 85–95% of the test targets"),
+    ("warm_start", "Warm start (issue #16): TPE from an earlier search", "a cold TPE search, same seeds and budget",
+     "fewer trials to the earlier search's best"),
+    ("transfer", "Transfer (issue #16): digits 8 vs 9, 50 training images", "the same net from scratch, 5 seeds",
+     "measured, reported whichever way it comes out"),
 )
 
 
@@ -313,3 +328,19 @@ def finish(name: str, result: dict[str, Any], section: str, *, title: str, table
     save_result(name, result)
     update_section(name, section, title=title)
     return result
+
+
+def main(doc: str, run: Any, *, render: Any = None, name: str = "") -> None:
+    """A benchmark's command line: ``--quick`` for small sizes; with ``render``, ``--render`` redraws
+    its section from ``bench/results/NAME.json`` without running it again."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    if render is not None:
+        parser.add_argument("--render", action="store_true", help=f"redraw the section from bench/results/{name}.json")
+    args = parser.parse_args()
+    if render is not None and args.render:
+        render(load_result(name))
+    else:
+        run(quick=args.quick)

@@ -144,8 +144,9 @@ def _run_layers(layers: Sequence[Any], h: Any) -> Any:
     return h
 
 
-def deterministic_predict(model: keras.Sequential, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities ``(N, K)`` with dropout off (K = 2 for sigmoid models).
+def deterministic_predict(model: keras.Sequential, x: np.ndarray, batch_size: int = 1024, *, raw: bool = False) -> np.ndarray:
+    """Probabilities ``(N, K)`` with dropout off (K = 2 for sigmoid models; ``raw``: the outputs as
+    they are, as for a regressor).
 
     Dropout layers are skipped rather than called, so MC layers that ignore ``training``
     (``search.model.MCDropout``) are off too; batch norm runs in inference mode.
@@ -157,7 +158,7 @@ def deterministic_predict(model: keras.Sequential, x: np.ndarray, batch_size: in
     outs = [
         keras.ops.convert_to_numpy(_run_layers(layers, x[i : i + batch_size])) for i in range(0, len(x), batch_size)
     ]
-    return _to_probs(np.concatenate(outs))
+    return np.concatenate(outs).astype(np.float32) if raw else _to_probs(np.concatenate(outs))
 
 
 def mc_predict_naive(model: keras.Model, x: np.ndarray, *, samples: int = 100, batch_size: int | None = None) -> MCResult:
@@ -313,6 +314,7 @@ def mc_predict(
     subnetworks_ok: bool = True,
     jit_compile: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    raw: bool = False,
 ) -> MCResult:
     """
     # One function on purpose: the chunk loop shares the compiled prefix/suffix, the seeded generators
@@ -348,7 +350,8 @@ def mc_predict(
 
     Returns ``MCResult`` with ``samples`` of shape ``(T, N, K)``, float32, K = 2 for a
     sigmoid output. A model without dropout gives T = 1 deterministic probabilities.
-    The model must output probabilities (softmax or sigmoid), shape ``(N, K)``.
+    The model must output probabilities (softmax or sigmoid), shape ``(N, K)``; with ``raw`` the
+    outputs are returned as they are (a regressor's mean, and log variance).
     """
     import tensorflow as tf
 
@@ -359,7 +362,7 @@ def mc_predict(
     split = first_dropout_index(model)
     if split is None:
         logger.info("model has no dropout layer: MC sampling needs dropout, returning deterministic probabilities (T=1)")
-        return MCResult(deterministic_predict(model, x, batch_size=batch_size)[None])
+        return MCResult(deterministic_predict(model, x, batch_size=batch_size, raw=raw)[None])
 
     layers = _flat_layers(model)
     head = _run_layers(layers[:split], tf.constant(x[:1]))
@@ -389,4 +392,4 @@ def mc_predict(
                 out[:, at : at + probs.shape[1]] = probs.reshape(samples, probs.shape[1], out_width)
                 if progress is not None:
                     progress(at + probs.shape[1], len(x), f"T={samples}")
-    return MCResult(_to_probs(out))
+    return MCResult(out if raw else _to_probs(out))

@@ -55,16 +55,30 @@ def plot_reliability(
     title: str = "Reliability diagram",
     *,
     deterministic_probs: np.ndarray | None = None,
+    others: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Accuracy per confidence bin against the diagonal, with bin counts over the bars.
 
     One panel for the MC predictive mean and, when ``deterministic_probs`` is given, a
-    second one beside it. Returns the PNG's path.
+    second one beside it; then one per entry of ``others`` (label -> probabilities). Returns the PNG's path.
     """
     panels = [("MC dropout", two_class_if_binary(p_mean))]
     if deterministic_probs is not None:
         panels.append(("deterministic", two_class_if_binary(deterministic_probs)))
-    figure, axes = _canvas(len(panels))
+    panels += [(label, two_class_if_binary(p)) for label, p in (others or {}).items()]
+    if len(panels) <= 3:
+        figure, axes = _canvas(len(panels))
+    else:  # rows of three, so each panel stays readable
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        rows = -(-len(panels) // 3)
+        figure = Figure(figsize=(15.0, 4.2 * rows), layout="constrained")
+        FigureCanvasAgg(figure)
+        grid = figure.subplots(rows, 3, squeeze=False).ravel()
+        for ax in grid[len(panels):]:
+            ax.set_visible(False)
+        axes = grid[: len(panels)]
     for ax, (label, probs) in zip(axes, panels, strict=True):
         _reliability_panel(ax, probs, y, n_bins, label)
     figure.suptitle(title)

@@ -21,23 +21,30 @@ from search import tracking
 from search.tracking import tags
 from search.tracking.description import retrain_section
 from search.errors import SearchError
+from search.tasks import get_task, recorded_epoch_keys
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 
+def _with_test_keys(run: Any) -> dict[str, Any]:
+    """A seed or ensemble run as a dict, its scores also as flat ``test_<score>`` keys (as MLflow has them)."""
+    return {**asdict(run), **{f"{tags.TEST_PREFIX}{k}": v for k, v in run.scores.items()}}
+
+
 @dataclass
 class SeedRun:
+    """One seed's run and its test scores: ``loss`` and ``accuracy``; or ``loss``, ``rmse``, ``mae``, ``r2``."""
+
     seed: int
     run_id: str
-    test_accuracy: float
-    test_loss: float
+    scores: dict[str, float]
 
 
 @dataclass
 class ConfigRetrain:
-    """One config retrained with several seeds."""
+    """One config retrained with several seeds; ``score`` is the test score it is judged by."""
 
     trial_run_id: str
     trial_name: str
@@ -45,20 +52,41 @@ class ConfigRetrain:
     config: dict[str, Any]
     epochs: int
     seeds: list[SeedRun] = field(default_factory=list)
+    score: str = "accuracy"
+    mode: str = "max"
 
     def stats(self, key: str) -> tuple[float, float]:
-        """Mean and standard deviation over the seeds of ``key`` (``test_accuracy`` or ``test_loss``)."""
-        values = [getattr(s, key) for s in self.seeds]
+        """Mean and standard deviation over the seeds of ``key`` (``test_accuracy``, ``test_rmse``, ``test_loss``...)."""
+        values = [s.scores[key.removeprefix("test_")] for s in self.seeds]
         return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    accuracy_mean = property(lambda self: self.stats("test_accuracy")[0])
-    accuracy_std = property(lambda self: self.stats("test_accuracy")[1])
+    score_mean = property(lambda self: self.stats(f"test_{self.score}")[0])
+    score_std = property(lambda self: self.stats(f"test_{self.score}")[1])
     loss_mean = property(lambda self: self.stats("test_loss")[0])
     loss_std = property(lambda self: self.stats("test_loss")[1])
 
+    def better(self, a: float, b: float) -> bool:
+        """Whether test score ``a`` beats ``b``."""
+        return a > b if self.mode == "max" else a < b
+
     def summary(self) -> dict[str, Any]:
-        return {**asdict(self), "test_accuracy_mean": self.accuracy_mean, "test_accuracy_std": self.accuracy_std,
-                "test_loss_mean": self.loss_mean, "test_loss_std": self.loss_std}
+        keys = self.seeds[0].scores if self.seeds else {}
+        return {**asdict(self), "seeds": [_with_test_keys(s) for s in self.seeds],
+                **{f"test_{k}_{part}": value for k in keys
+                   for part, value in zip(("mean", "std"), self.stats(f"test_{k}"), strict=True)}}
+
+
+@dataclass
+class EnsembleRun:
+    """The deep ensemble of the best config's seeds, as logged."""
+
+    run_id: str
+    model_uri: str
+    members: int
+    scores: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        return _with_test_keys(self)
 
 
 @dataclass
@@ -73,6 +101,7 @@ class RetrainResult:
     registered: str | None = None
     runner_up: ConfigRetrain | None = None
     verdict: str = ""
+    ensemble: EnsembleRun | None = None  # with --seeds 2 or more
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,33 +109,35 @@ class RetrainResult:
             "metric": self.metric, "best": self.best.summary(), "model_uri": self.model_uri,
             "best_seed_run_id": self.best_seed_run_id, "registered": self.registered,
             "runner_up": self.runner_up.summary() if self.runner_up else None, "verdict": self.verdict,
+            "ensemble": self.ensemble.summary() if self.ensemble else None,
         }
 
 
 def verdict(best: ConfigRetrain, runner_up: ConfigRetrain | None, lead: float | None, metric: str) -> str:
     """Plain words on whether the best config's lead survives the seed spread."""
-    n = len(best.seeds)
+    n, what = len(best.seeds), f"test {best.score}"
     if runner_up is not None:
-        diff = best.accuracy_mean - runner_up.accuracy_mean
-        spread = max(best.accuracy_std, runner_up.accuracy_std)
-        if diff <= spread:
+        diff = best.score_mean - runner_up.score_mean
+        gain = diff if best.mode == "max" else -diff
+        spread = max(best.score_std, runner_up.score_std)
+        if gain <= spread:
             return (
-                f"The best config's lead over the runner-up on test accuracy ({diff:+.4f}) is within the seed spread "
+                f"The best config's lead over the runner-up on {what} ({diff:+.4f}) is within the seed spread "
                 f"(std up to {spread:.4f} over {n} seeds): the two are not distinguishable; either is a fair pick."
             )
         return (
-            f"The best config beats the runner-up by {diff:+.4f} test accuracy, more than the seed spread "
+            f"The best config beats the runner-up by {diff:+.4f} {what}, more than the seed spread "
             f"(std up to {spread:.4f} over {n} seeds)."
         )
     if lead is None:
         return "The search had a single scored trial; there is no runner-up to compare with."
-    spread = best.accuracy_std
+    spread = best.score_std
     if n > 1 and abs(lead) <= spread:
         return (
-            f"The best trial led the runner-up by {lead:.4f} {metric}, within the seed spread of test accuracy "
+            f"The best trial led the runner-up by {lead:.4f} {metric}, within the seed spread of {what} "
             f"(std {spread:.4f} over {n} seeds): the lead may be luck. Retrain both with --compare-runner-up to know."
         )
-    return f"The best trial led the runner-up by {lead:.4f} {metric} (seed std of test accuracy {spread:.4f} over {n} seeds)."
+    return f"The best trial led the runner-up by {lead:.4f} {metric} (seed std of {what} {spread:.4f} over {n} seeds)."
 
 
 def retrain(
@@ -141,24 +172,32 @@ def retrain(
     from search.data import load_searched
 
     dataset = load_searched(record.params, data_dir=data_dir)
+    task = get_task(dataset.task)
+    score, mode = task.test_score, task.mode
     tracker = record.writer()
     transfer = tracking.transfer_source(uri, record.params["transfer_from"]) if record.params.get("transfer_from") else None
 
     picks = trials[:2] if compare_runner_up and len(trials) > 1 else trials[:1]
     total = seeds * len(picks)
     results: list[ConfigRetrain] = []
-    best_model: Any = None
+    best_seed: SeedRun | None = None  # the best config's seed with the best test score
+    members: list[Any] = []  # the best config's seed models: the deep ensemble
+    example = np.asarray(dataset.test.x[:5], dtype="float32")
     for rank, trial in enumerate(picks):
         cfg = tracking.config_of(trial)
         n_epochs = epochs or int(trial.data.metrics.get(tags.BEST_EPOCH) or cfg.get("epochs") or 20)
-        entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, record.score(trial), cfg, n_epochs)
+        entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, record.score(trial), cfg, n_epochs, score=score,
+                              mode=mode)
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
             seed_run, model = _train_seed(tracker, dataset, entry, seed=k, role_rank=rank, transfer=transfer)
             entry.seeds.append(seed_run)
-            if rank == 0 and (best_model is None or seed_run.test_accuracy > max(s.test_accuracy for s in entry.seeds[:-1])):
-                best_model = (model, seed_run)
+            if rank == 0:  # every seed's model of the best config, so each can be loaded, served and ensembled
+                members.append(model)
+                tracking.log_keras_model(tracker, seed_run.run_id, model, example)
+            if rank == 0 and (best_seed is None or entry.better(seed_run.scores[score], best_seed.scores[score])):
+                best_seed = seed_run
         results.append(entry)
     if progress:
         progress(total, total, "done")
@@ -167,27 +206,74 @@ def retrain(
     if len(trials) > 1:
         lead = abs(record.score(trials[0]) - record.score(trials[1]))
     text = verdict(best, runner_up, lead, metric)
-    model, seed_run = best_model
-    example = np.asarray(dataset.test.x[:5], dtype="float32")
-    model_uri = tracking.log_keras_model(tracker, seed_run.run_id, model, example, register)
+    seed_run = best_seed
+    assert seed_run is not None
+    model_uri = f"runs:/{seed_run.run_id}/{tags.MODEL_FOLDER}"  # logged above, with the other seeds
+    if register:
+        tracking.register_model(tracker, seed_run.run_id, register)
+    tracker.set_tags(seed_run.run_id, {tags.BEST_SEED: "true"})
     tracker.set_tags(record.run_id, {tags.BEST_RETRAIN_RUN_ID: seed_run.run_id, tags.MODEL_URI: model_uri})
-    tracker.final_metrics(record.run_id, {"retrain_test_accuracy_mean": best.accuracy_mean,
-                                          "retrain_test_accuracy_std": best.accuracy_std})
-    _describe(record, results, text, model_uri, register)
+    tracker.final_metrics(record.run_id, {f"retrain_test_{score}_mean": best.score_mean,
+                                          f"retrain_test_{score}_std": best.score_std})
+    ensemble = _log_ensemble(tracker, record, dataset, best, members, example) if seeds > 1 else None
+    _describe(record, results, text, model_uri, register, ensemble)
     return RetrainResult(
         search=record.name, parent_run_id=record.run_id, tracking_uri=uri, metric=metric, best=best,
         model_uri=model_uri, best_seed_run_id=seed_run.run_id, registered=register, runner_up=runner_up, verdict=text,
+        ensemble=ensemble,
     )
 
 
+def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, dataset: Any, entry: ConfigRetrain,
+                  members: list[Any], example: Any) -> EnsembleRun:
+    """The deep ensemble of the best config's seeds: one Keras model averaging their outputs (probabilities;
+    a regressor's mean and, with gaussian_nll, log variance), scored on the test split and logged (Keras
+    flavor) on its own run, ``search.rank=ensemble``."""
+    from pipelines.ensemble import ensemble_model
+    from search.data import merge_train_valid
+    from search.train import prepare
+
+    model = ensemble_model(members)
+    test = prepare(entry.config, merge_train_valid(dataset)).test
+    scores = _ensemble_scores(np.asarray(model.predict(test.x, batch_size=1024, verbose=0)), test.y,
+                              get_task(dataset.task).numeric)
+    seeds = ",".join(s.run_id for s in entry.seeds)
+    run_id = tracker.start_child(
+        f"retrain ensemble of {len(members)} seeds ({entry.trial_name.split(' ')[0]})",
+        {**entry.config, "epochs": entry.epochs, "members": len(members)},
+        {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.RANK: tags.RANK_ENSEMBLE,
+         tags.ENSEMBLE_OF: seeds},
+    )
+    with tracker.closing(run_id):
+        tracker.final_metrics(run_id, {f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()})
+        model_uri = tracking.log_keras_model(tracker, run_id, model, example)
+    tracker.end_run(run_id, "FINISHED")
+    tracker.set_tags(record.run_id, {tags.ENSEMBLE_RUN_ID: run_id})
+    tracker.final_metrics(record.run_id, {f"retrain_ensemble_test_{entry.score}": scores[entry.score]})
+    return EnsembleRun(run_id, model_uri, len(members), scores)
+
+
+def _ensemble_scores(outputs: np.ndarray, y: np.ndarray, numeric: bool) -> dict[str, float]:
+    """The ensemble's test scores from its averaged outputs: accuracy and NLL, or RMSE, MAE and R² of its mean."""
+    if numeric:
+        from pipelines.regression import point_scores
+
+        return point_scores(outputs[:, 0], y)
+    from pipelines.uncertainty import nll, two_class_if_binary
+
+    probs = two_class_if_binary(outputs)
+    return {"accuracy": float((probs.argmax(axis=1) == y).mean()), "loss": nll(probs, y)}
+
+
 def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdict_text: str, model_uri: str,
-              register: str | None) -> None:
+              register: str | None, ensemble: EnsembleRun | None) -> None:
     """The "Retrain" section of the search's description: test accuracy mean ± std, the runs linked."""
-    entries = [{**asdict(c), "label": "best" if i == 0 else "runner-up", "accuracy_mean": c.accuracy_mean,
-                "accuracy_std": c.accuracy_std, "loss_mean": c.loss_mean, "loss_std": c.loss_std}
+    entries = [{**asdict(c), "label": "best" if i == 0 else "runner-up", "score_mean": c.score_mean,
+                "score_std": c.score_std, "loss_mean": c.loss_mean, "loss_std": c.loss_std}
                for i, c in enumerate(results)]
     body = retrain_section(experiment_id=record.experiment_id, entries=entries, verdict=verdict_text,
-                           model_uri=model_uri, registered=register)
+                           model_uri=model_uri, registered=register,
+                           ensemble=ensemble.summary() if ensemble else None)
     record.update_section("Retrain", body)
 
 
@@ -205,8 +291,10 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
          **({tags.TRANSFER_FROM: transfer[0]} if transfer and int(entry.config.get("reuse_layers") or 0) else {})},
     )
 
+    keys = recorded_epoch_keys()  # without validation data, the rows hold no val_ metrics
+
     def report(row: dict[str, float], _model: Any) -> None:
-        tracker.log_metrics(run_id, {k: row[k] for k in ("loss", "accuracy", "lr", "epoch_time_s") if k in row}, int(row["epoch"]))
+        tracker.log_metrics(run_id, {k: row[k] for k in keys if k in row}, int(row["epoch"]))
 
     with tracker.closing(run_id):
         merged = merge_train_valid(dataset)
@@ -214,8 +302,13 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
                      source=transfer[1] if transfer else None)
         test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
         scores = evaluate(result.model, test)
+        if get_task(merged.task).numeric:  # R² and the rest from the predictions, in the target's units
+            from pipelines.regression import point_scores
+
+            predicted = np.asarray(result.model.predict(test.x, batch_size=1024, verbose=0))[:, 0]
+            scores = {"loss": scores["loss"], **point_scores(predicted, test.y)}
         if not all(math.isfinite(v) for v in scores.values()):
             raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
-        tracker.final_metrics(run_id, {tags.TEST_ACCURACY: scores["accuracy"], tags.TEST_LOSS: scores["loss"]})
+        tracker.final_metrics(run_id, {f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()})
     tracker.end_run(run_id, "FINISHED")
-    return SeedRun(seed, run_id, scores["accuracy"], scores["loss"]), result.model
+    return SeedRun(seed, run_id, scores), result.model

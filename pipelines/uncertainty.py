@@ -236,6 +236,15 @@ def summarize(
     return result
 
 
+def summarize_predictors(predictions: dict[str, np.ndarray], y: Any) -> dict[str, dict[str, float]]:
+    """Every metric for each named predictor: ``(S, N, K)`` samples (S = 1: a deterministic one)."""
+    out = {}
+    for name, probs in predictions.items():
+        samples = _as_samples(two_class_if_binary(probs))
+        out[name] = _metrics(samples, _as_labels(y, samples.shape[1]), mc=samples.shape[0] > 1)
+    return out
+
+
 def save_predictions(
     path: str | Path,
     *,
@@ -245,8 +254,10 @@ def save_predictions(
     entropy: np.ndarray,
     mutual_info: np.ndarray,
     deterministic_probs: np.ndarray,
+    **others: np.ndarray,
 ) -> Path:
-    """Write the predictions as a compressed ``.npz`` with exactly these six keys."""
+    """Write the predictions as a compressed ``.npz``: these six keys, and ``others`` (more predictors'
+    probabilities, one row per example) beside them."""
     arrays = {
         "labels": np.asarray(labels),
         "probs_mean": np.asarray(probs_mean),
@@ -254,6 +265,7 @@ def save_predictions(
         "entropy": np.asarray(entropy),
         "mutual_info": np.asarray(mutual_info),
         "deterministic_probs": np.asarray(deterministic_probs),
+        **{k: np.asarray(v) for k, v in others.items()},
     }
     lengths = {key: value.shape[0] if value.ndim else None for key, value in arrays.items()}
     if len(set(lengths.values())) != 1:

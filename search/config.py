@@ -128,6 +128,9 @@ _KEYS = (
     Key("schedule_patience", int, 3, "plateau: epochs without val_loss improvement before a drop",
         check=_positive, rule="value > 0"),
     Key("schedule_max_lr", float, 1e-2, "one_cycle: the peak learning rate", check=_positive, rule="value > 0"),
+    Key("loss", str, AUTO, "regression loss: mse, huber (delta one target std) or gaussian_nll (a mean and "
+        "log-variance head); auto: mse for regression, cross-entropy for classification",
+        choices=("mse", "huber", "gaussian_nll"), auto=True),
     Key("batch_size", int, 32, "mini-batch size", check=_positive, rule="value > 0"),
     Key("standardize", bool, False, "standardize inputs with training statistics"),
     Key("epochs", int, 20, "maximum training epochs", check=_positive, rule="value > 0"),

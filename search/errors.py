@@ -6,6 +6,10 @@ prints it as one line on stderr and exits with status 2, without a traceback.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class SearchError(Exception):
     """A problem with the user's input, stated as what is wrong and how to fix it."""
@@ -57,3 +61,15 @@ class Terminated(KeyboardInterrupt):
 
 class TrialFailed(Exception):
     """A trial ended without a usable result (diverged, or raised); not a user error."""
+
+
+def cause_of(err: BaseException | None, kind: type[E] | tuple[type[BaseException], ...]) -> E | None:
+    """``err`` itself or the first exception of ``kind`` it was raised from or while handling (a library
+    that wraps what a callback raised, as Ray Tune wraps it in a ``TuneError``, keeps it there)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err  # type: ignore[return-value]
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

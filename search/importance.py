@@ -97,9 +97,9 @@ def record_importance(tracker: Any, parent_run_id: str, experiment_id: str, conf
                       values: Sequence[float | None], *, metric: str, mode: str, evaluator: str = "fanova") -> Importance:
     """Compute the importances and write them on the search's parent run: the plot (``plots/``) and
     the description's "Importance" section. ``tracker`` is a ``search.tracking.Tracker``."""
-    import tempfile
     from pathlib import Path
 
+    from search import scratch
     from search.plots import plot_importance
     from search.tracking import tags
     from search.tracking.description import importance_section
@@ -107,7 +107,7 @@ def record_importance(tracker: Any, parent_run_id: str, experiment_id: str, conf
     found = importances(configs, values, mode=mode, evaluator=evaluator)
     plot = None
     if found.scores:
-        with tempfile.TemporaryDirectory() as folder:
+        with scratch.folder("importance-") as folder:
             path = plot_importance(found.scores, Path(folder, "importance.png"), metric=metric, evaluator=evaluator,
                                    trials=found.trials)
             tracker.log_artifact(parent_run_id, path, tags.PLOTS_FOLDER)

@@ -1,8 +1,8 @@
-"""Build a compiled Keras classifier from one trial config.
+"""Build a compiled Keras model (a classifier or a regressor) from one trial config.
 
 ``build_model`` turns a flat trial config (the canonical keys of ``search.config``) into a
 ``keras.Sequential`` MLP: input, ``Flatten``, optional input batch norm, ``n_hidden`` hidden
-layers and a classification head, compiled with the configured optimizer and learning-rate
+layers and the task's head (``search.tasks``), compiled with the configured optimizer and learning-rate
 schedule. The techniques it covers are the ones of Géron's *Hands-On Machine Learning*,
 chapters 10 and 11: activations and initializers, batch normalization before or after the
 activation, dropout and alpha dropout, l1/l2 regularization, max-norm, the SGD/momentum/
@@ -20,7 +20,7 @@ Layer names, in order (``i`` counts hidden layers from 1)::
       batch_norm none:   dense_i, [prelu_i], [dropout_i]
       batch_norm before: dense_i (no bias, no activation), bn_i, act_i | prelu_i, [dropout_i]
       batch_norm after:  dense_i (activation), [prelu_i], bn_i, [dropout_i]
-    output
+    output, [target_units] (regression: back to the target's units)
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import keras
 
 from search.config import AUTO, TrialConfig
 from search.errors import ConfigError
+from search.losses import GaussianNLL, MeanMAE, MeanRMSE  # registered, so saved regressors load
+from search.tasks import CLASSIFICATION, Output, get_task
 from search.optimizers import (
     OneCycle,
     build_optimizer,
@@ -40,8 +42,11 @@ from search.optimizers import (
 )
 
 __all__ = [
+    "GaussianNLL",
     "MCAlphaDropout",
     "MCDropout",
+    "MeanMAE",
+    "MeanRMSE",
     "OneCycle",
     "build_model",
     "build_optimizer",
@@ -82,26 +87,36 @@ def _kernel_regularizer(l1: float, l2: float) -> keras.regularizers.Regularizer 
     return None
 
 
+def as_output(output: int | Output) -> Output:
+    """``output`` as an ``Output``: a number of classes means a classifier."""
+    return output if isinstance(output, Output) else Output(CLASSIFICATION, int(output))
+
+
 def build_model(
     config: Mapping[str, Any],
     input_shape: tuple[int, ...],
-    n_classes: int,
+    output: int | Output,
     *,
     steps_per_epoch: int = 1,
     seed: int | None = None,
 ) -> keras.Sequential:
-    """A compiled ``keras.Sequential`` classifier for ``config``, ready to fit.
+    """A compiled ``keras.Sequential`` for ``config``, ready to fit.
 
-    ``n_classes > 2``: a softmax head with ``sparse_categorical_crossentropy`` (integer
-    labels); ``n_classes == 2``: one sigmoid unit with ``binary_crossentropy`` (labels 0/1).
-    Either way the accuracy metric is named ``accuracy``. The kernel regularizer (l1, l2
-    or both) applies to every Dense kernel, the output's included, as in Géron; the max-norm
-    constraint applies to the hidden layers. ``steps_per_epoch`` converts the schedule's
-    epochs to optimizer steps. ``seed`` seeds Python, NumPy and the backend before building.
+    ``output`` is the number of classes (a classifier) or an ``Output`` (``Dataset.output``).
+    A classifier with ``n_classes > 2`` ends in a softmax with ``sparse_categorical_crossentropy``
+    (integer labels); with 2, in one sigmoid unit with ``binary_crossentropy``; either way the
+    accuracy metric is named ``accuracy``. A regressor's head is described in ``search.tasks``.
+    The kernel regularizer (l1, l2 or both) applies to every Dense kernel, the output's included,
+    as in Géron; the max-norm constraint applies to the hidden layers. ``steps_per_epoch``
+    converts the schedule's epochs to optimizer steps. ``seed`` seeds Python, NumPy and the
+    backend before building.
     """
     cfg = TrialConfig.of(config)
-    if n_classes < 2:
-        raise ConfigError(f"n_classes >= 2 must hold, but got {n_classes}")
+    out = as_output(output)
+    task = get_task(out.task)
+    loss = task.loss_of(cfg.loss)
+    if out.task == CLASSIFICATION and out.n_classes < 2:
+        raise ConfigError(f"n_classes >= 2 must hold, but got {out.n_classes}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     model = keras.Sequential(name="mlp")
@@ -109,27 +124,26 @@ def build_model(
     model.add(keras.layers.Flatten(name="flatten"))
     if cfg.input_batch_norm:
         model.add(keras.layers.BatchNormalization(momentum=float(cfg.bn_momentum), name="input_bn"))
-    for i, units in enumerate(hidden_widths(cfg, n_classes), start=1):
+    for i, units in enumerate(hidden_widths(cfg, max(out.n_classes, 1)), start=1):
         for layer in _hidden_block(cfg, i, units):
             model.add(layer)
-    units, activation = (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
-    model.add(keras.layers.Dense(units, activation=activation, name="output", **_kernel_kwargs(cfg, hidden=False)))
-    compile_model(model, cfg, n_classes, steps_per_epoch=steps_per_epoch)
+    for layer in task.head(out, loss, _kernel_kwargs(cfg, hidden=False)):
+        model.add(layer)
+    compile_model(model, cfg, out, steps_per_epoch=steps_per_epoch)
     return model
 
 
-def compile_model(model: keras.Model, config: Mapping[str, Any], n_classes: int, *, steps_per_epoch: int = 1,
+def compile_model(model: keras.Model, config: Mapping[str, Any], output: int | Output, *, steps_per_epoch: int = 1,
                   lr_factor: float = 1.0) -> None:
     """(Re)compile ``model`` with the config's optimizer and schedule, its learning rate times ``lr_factor``
-    (a transferred model compiles again once its copied layers are unfrozen)."""
+    (a transferred model compiles again once its copied layers are unfrozen), and its task's loss and metrics."""
     cfg = TrialConfig.of(config)
     if lr_factor != 1.0:
         cfg = cfg.replace(learning_rate=cfg.learning_rate * lr_factor)
-    if n_classes == 2:
-        loss, metric = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
-    else:
-        loss, metric = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch), loss=loss, metrics=[metric],
+    out = as_output(output)
+    task = get_task(out.task)
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch=steps_per_epoch),
+                  **task.compile_args(out, task.loss_of(cfg.loss)),
                   steps_per_execution=execution_steps(cfg, steps_per_epoch))
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from search import config as vocab
 from search.config import TrialConfig
 from search.errors import TrialFailed
+from search.tasks import get_task
 
 if TYPE_CHECKING:
     import keras
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")  # a classifier's; see search.tasks
 Report = Callable[[dict[str, float], "keras.Model"], None]
 
 
@@ -114,10 +115,10 @@ def _train(model: Any, cfg: TrialConfig, data: Dataset, copied: list[str], epoch
         from search.transfer import set_frozen
 
         set_frozen(model, copied, True)
-        compile_model(model, cfg, data.n_classes, steps_per_epoch=steps)
+        compile_model(model, cfg, data.output, steps_per_epoch=steps)
         run(first, frozen_until, [*_callbacks(cfg, validate=False, epoch_log=epoch_log)[:-1], epoch_log])
         set_frozen(model, copied, False)
-        compile_model(model, cfg, data.n_classes, steps_per_epoch=steps, lr_factor=float(cfg.unfreeze_lr_factor))
+        compile_model(model, cfg, data.output, steps_per_epoch=steps, lr_factor=float(cfg.unfreeze_lr_factor))
     if not nan_epochs and not model.stop_training and max(first, frozen_until) < epochs:
         run(max(first, frozen_until), epochs, _callbacks(cfg, validate=validate, epoch_log=epoch_log))
 
@@ -133,7 +134,7 @@ def _transferred(model: Any, cfg: TrialConfig, source: Mapping[str, list[Any]] |
 
 
 def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], report: Report | None, *,
-                    total_epochs: int) -> Any:
+                    total_epochs: int, keys: tuple[str, ...]) -> Any:
     import keras
 
     class EpochLog(keras.callbacks.Callback):
@@ -157,7 +158,7 @@ def _epoch_callback(history: list[dict[str, float]], nan_epochs: list[int], repo
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
-            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in METRICS[:4] if k in logs}}
+            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in keys if k in logs}}
             row["lr"] = _current_lr(self.model)
             row["epoch_time_s"] = time.perf_counter() - self._start
             # EarlyStopping runs before this callback, so stop_training already says if this is the last epoch.
@@ -188,7 +189,8 @@ def fit(
 ) -> FitResult:
     """Train ``config`` on ``dataset.train``, validating on ``dataset.valid``.
 
-    ``report(row, model)`` is called after every epoch with ``epoch`` and the ``METRICS``.
+    ``report(row, model)`` is called after every epoch with ``epoch``, the task's epoch metrics
+    (``search.tasks``: ``METRICS`` for a classifier), ``lr`` and ``epoch_time_s``.
     Training stops early when ``val_loss`` has not improved for ``patience`` epochs (the best
     weights are restored). A loss that becomes NaN raises ``TrialFailed`` with the epoch.
 
@@ -218,13 +220,13 @@ def fit(
     if initial_model is not None:
         model = initial_model
     else:
-        model = build_model(full, data.input_shape, data.n_classes, steps_per_epoch=steps, seed=seed)
+        model = build_model(full, data.input_shape, data.output, steps_per_epoch=steps, seed=seed)
         if initial_weights is not None:
             model.set_weights(initial_weights)
     copied = _transferred(model, full, source, fresh=initial_model is None and initial_weights is None)
     history: list[dict[str, float]] = []
     nan_epochs: list[int] = []
-    epoch_log = _epoch_callback(history, nan_epochs, report, total_epochs=epochs)
+    epoch_log = _epoch_callback(history, nan_epochs, report, total_epochs=epochs, keys=get_task(data.task).epoch_metrics)
     _train(model, full, data, copied, epoch_log, nan_epochs, first=initial_epoch, validate=validate, seed=seed,
            verbose=verbose)
     nan_epochs += [int(r["epoch"]) for r in history if not all(math.isfinite(r.get(k, 0.0)) for k in ("loss", "val_loss"))]
@@ -251,6 +253,6 @@ def _callbacks(cfg: TrialConfig, *, validate: bool, epoch_log: Any) -> list[Any]
 
 
 def evaluate(model: keras.Model, split: Split, batch_size: int = 1024) -> dict[str, float]:
-    """Loss and accuracy of ``model`` on ``split``."""
+    """The loss and the compiled metrics (accuracy; rmse and mae) of ``model`` on ``split``."""
     values = model.evaluate(split.x, split.y, batch_size=batch_size, verbose=0, return_dict=True)
-    return {k: float(v) for k, v in values.items() if k in ("loss", "accuracy")}
+    return {k: float(v) for k, v in values.items() if k in ("loss", "accuracy", "rmse", "mae")}

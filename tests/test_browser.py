@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -34,7 +35,10 @@ from conftest import pick_free_port
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = Path(os.environ.get("SEARCH_SCREENSHOT_DIR", REPO / "docs" / "img"))
+# docs/screenshots.sh points these at the README's own default run and at docs/img; by default the tests
+# make a small store of their own and keep their screenshots in a temporary folder.
+SCREENSHOTS = Path(os.environ.get("SEARCH_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="search-screenshots-"))
+GIVEN_STORE = os.environ.get("SEARCH_BROWSER_STORE")
 CHROMIUM = os.environ.get("SEARCH_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SEARCH_CHROMEDRIVER", "/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -75,17 +79,20 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """A search of 3 trials, one retrain seed and an MC evaluation, run as a user would, in a temp folder.
+    """A search of 3 trials, one retrain seed and an MC evaluation, run as a user would, in a temp folder:
+    one ``search pipeline`` (one interpreter's imports instead of three).
 
-    ``launch`` runs without ``-q``: its stderr is a pipe, so it must draw no progress by itself.
+    It runs without ``-q``: its stderr is a pipe, so it must draw no progress by itself.
     """
+    if GIVEN_STORE:
+        return _given_store(Path(GIVEN_STORE).resolve())
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder}/mlflow.db"
-    launched = run_search("launch", "--space", "quick", "--num-samples", "3", "--max-epochs", "2", "--searcher", "random",
-                          "--scheduler", "fifo", "--tracking-uri", uri, "--json", cwd=folder)
-    retrained = run_search("retrain", "--seeds", "1", "-q", "--tracking-uri", uri, "--json", cwd=folder)
-    evaluated = run_search("evaluate", "--mc-samples", "10", "-q", "--tracking-uri", uri, "--json", cwd=folder)
-    search, retrain, evaluate = (json.loads(p.stdout) for p in (launched, retrained, evaluated))
+    piped = run_search("pipeline", "--space", "quick", "--num-samples", "3", "--max-epochs", "2", "--searcher", "random",
+                       "--scheduler", "fifo", "--seeds", "1", "--mc-samples", "10", "--tracking-uri", uri, "--json",
+                       cwd=folder)
+    report = json.loads(piped.stdout)
+    search, retrain, evaluate = report["search"], report["retrain"], report["evaluate"]
     from search import tracking
 
     parent = tracking.client(uri).get_run(search["parent_run_id"])
@@ -93,16 +100,36 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         folder=folder, uri=uri, experiment_id=parent.info.experiment_id, parent_run_id=search["parent_run_id"],
         trial_run_ids=[t["run_id"] for t in search["trials"]], best_trial_run_id=search["best"]["run_id"],
         retrain_run_id=retrain["best_seed_run_id"], evaluate_run_id=evaluate["run_id"],
-        stderr={"launch": launched.stderr, "retrain": retrained.stderr, "evaluate": evaluated.stderr},
+        stderr={"pipeline": piped.stderr},
     )
+
+
+def _given_store(folder: Path) -> Store:
+    """The newest search of an existing store (``$SEARCH_BROWSER_STORE``/mlflow.db), retrained and evaluated."""
+    from search import tracking
+    from search.tracking import tags
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    record = tracking.SearchRecord.find(uri, "search")
+    trials = sorted(record.children(tags.ROLE_TRIAL), key=lambda r: r.info.run_name)
+    return Store(folder=folder, uri=uri, experiment_id=record.experiment_id, parent_run_id=record.run_id,
+                 trial_run_ids=[t.info.run_id for t in trials], best_trial_run_id=record.tags[tags.BEST_RUN_ID],
+                 retrain_run_id=record.tags[tags.BEST_RETRAIN_RUN_ID], evaluate_run_id=record.tags[tags.EVALUATE_RUN_ID],
+                 stderr={})
 
 
 # =========================================================================== the command line
 
 
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+\s+(WARNING|INFO)\b", re.M)
+
+
 def test_no_progress_lines_when_stderr_is_not_a_terminal(store: Store) -> None:
+    """Nor Ray's own log lines (its token-auth notice, TensorBoard's complaint about a coalesced report):
+    without -v they are not the user's."""
     for command, err in store.stderr.items():
         assert not PROGRESS.search(err), f"search {command} drew progress on a pipe:\n{err[-2000:]!r}"
+        assert not RAY_LOG_LINE.search(err), f"search {command} let Ray's log through:\n{err[-2000:]}"
 
 
 def run_on_terminal(args: list[str], *, cwd: Path, timeout: float = 600) -> tuple[int, str, str]:
@@ -157,10 +184,19 @@ def test_quiet_draws_no_progress_on_a_terminal(store: Store, tmp_path: Path) -> 
 
 
 def test_runs_and_best_read_the_store(store: Store) -> None:
-    runs = json.loads(run_search("runs", "--tracking-uri", store.uri, "--json", cwd=store.folder).stdout)
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
+    def read(command: str) -> Any:  # in this process: only reads, and spares two interpreters' imports
+        result = CliRunner().invoke(cli, [command, "--tracking-uri", store.uri, "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)
+
+    runs = read("runs")
     assert [r["run_id"] for r in runs] == [store.parent_run_id]
     assert runs[0]["trials"] == 3 and runs[0]["status"] == "FINISHED"
-    best = json.loads(run_search("best", "--tracking-uri", store.uri, "--json", cwd=store.folder).stdout)
+    best = read("best")
     assert best["run_id"] == store.best_trial_run_id and best["parent_run_id"] == store.parent_run_id
     assert "activation" in best["config"]
 
@@ -194,7 +230,9 @@ def ui(store: Store) -> Iterator[str]:
     """`search ui` on the store, on a free loopback port; its process group is killed at the end."""
     port = pick_free_port()
     log = (store.folder / "ui.log").open("w")
-    proc = subprocess.Popen([*SEARCH, "ui", "--tracking-uri", store.uri, "--port", str(port)], cwd=store.folder,
+    # On all interfaces, as a user sharing the UI runs it (test_ui_on_all_interfaces_...); requests stay on loopback.
+    proc = subprocess.Popen([*SEARCH, "ui", "--tracking-uri", store.uri, "--host", "0.0.0.0", "--port", str(port)],
+                            cwd=store.folder,
                             env=search_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1"), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
@@ -220,6 +258,15 @@ def ui(store: Store) -> Iterator[str]:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def test_ui_on_all_interfaces_warns_and_lets_remote_hosts_in(store: Store, ui: str) -> None:
+    """--host 0.0.0.0: a warning that the store is exposed, and MLflow's host check opened (a request
+    with a remote Host header is answered, not refused with 403). Requests go to loopback only."""
+    request = urllib.request.Request(ui + "health", headers={"Host": "mlflow.example.org"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    assert "warning: --host 0.0.0.0 serves the store" in (store.folder / "ui.log").read_text()
 
 
 @pytest.fixture(scope="module")

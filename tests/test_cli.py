@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from search.cli import cli
 from search.space import load_space
 
-BUILTIN_SPACES = {"batchnorm", "default", "optimizers", "quick", "regularization", "schedules", "selu"}
+BUILTIN_SPACES = {"batchnorm", "default", "optimizers", "quick", "regression", "regularization", "schedules", "selu"}
 HEAVY = ("tensorflow", "keras", "ray", "mlflow")
 _SCRIPT = Path(sys.executable).with_name("search")
 # The installed console script when there is one (it is what users run), else the same entry point.

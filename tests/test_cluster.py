@@ -33,6 +33,7 @@ pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
 from search import tracking  # noqa: E402
+from search.tune.trainable import EARLIER  # noqa: E402
 
 pytestmark = [pytest.mark.slow]
 
@@ -270,6 +271,10 @@ class Driver:
         self.err.flush()
         return Path(self.err.name).read_text()
 
+    def stdout(self) -> str:
+        self.out.flush()
+        return Path(self.out.name).read_text()
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -306,14 +311,15 @@ def wait_for_runs(d: Driver, stack: Stack, experiment: str, ready: Any, what: st
     """Poll MLflow until ``ready(runs)`` holds; fail if the driver exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert d.alive(), f"search launch exited before {what}: {d.stderr()[-3000:]}"
+        assert d.alive(), (f"search launch exited (rc {d.proc.returncode}) before {what}; "
+                           f"stdout: {d.stdout()[-1500:]}; stderr: {d.stderr()[-3000:]}")
         try:
             runs = trial_runs(stack.server.uri, experiment)
         except Exception:  # noqa: BLE001 (the experiment may be being created)
             runs = []
         if ready(runs):
             return runs
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"no {what} within {timeout} s")
 
 
@@ -339,15 +345,22 @@ def assert_full_history(uri: str, runs: list[Any], epochs: int) -> None:
         assert steps == list(range(1, epochs + 1)), (run.data.tags[tracking.TRIAL_ID], steps)
 
 
-def patient_space(stack: Stack) -> str:
-    """The quick space without early stopping, so trials last exactly --max-epochs (faults hit them running)."""
+def patient_space(stack: Stack, *, slow: bool = False) -> str:
+    """The quick space without early stopping, so trials last exactly --max-epochs (faults hit them running).
+
+    ``slow``: batches of 4 and one step per compiled call, about 0.5 s an epoch instead of 0.05 s, for a
+    fault that must land while a given trial is between epochs (a whole fast trial fits between two polls).
+    """
     from search.space import load_space
 
-    path = stack.root / "quick-patient.yaml"
+    path = stack.root / f"quick-patient{'-slow' if slow else ''}.yaml"
     if not path.exists():
         source = load_space("quick").source
-        assert "patience: 3" in source
-        path.write_text(source.replace("patience: 3", "patience: 100"))
+        assert "patience: 3" in source and "batch_size: 32" in source
+        source = source.replace("patience: 3", "patience: 100")
+        if slow:
+            source = source.replace("batch_size: 32", "batch_size: 4\n  steps_per_execution: 1")
+        path.write_text(source)
     return str(path)
 
 
@@ -410,8 +423,8 @@ def test_a_worker_node_dies_and_its_trials_are_retried_elsewhere(stack: Stack) -
     try:
         victim.wait_started()
         victim_id = victim.node_id
-        args = launch_args(stack, "worker-dies", "--max-failures", "2", space=patient_space(stack), num_samples=4,
-                           max_epochs=12, concurrency=3)
+        args = launch_args(stack, "worker-dies", "--max-failures", "2", space=patient_space(stack, slow=True),
+                           num_samples=4, max_epochs=12, concurrency=3)
         with driver(args, stack) as d:
             on_victim = wait_for_runs(
                 d, stack, "worker-dies",
@@ -452,13 +465,15 @@ def test_the_driver_dies_and_resume_completes_the_search(stack: Stack) -> None:
 
 
 def _tune_epochs(stack: Stack, name: str) -> dict[str, list[int]]:
-    """trial id -> the epochs Ray Tune received, from each trial's result.json."""
+    """trial id -> the epochs Ray Tune received, from each trial's result.json (a coalesced report carries
+    the epochs since the last one)."""
     out: dict[str, list[int]] = {}
     for path in Path(stack.root / "ray-results", name).glob("*/result.json"):
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                out.setdefault(row["trial_id"], []).append(int(row["epoch"]))
+                epochs = [int(r["epoch"]) for r in row.get(EARLIER, [])] + [int(row["epoch"])]
+                out.setdefault(row["trial_id"], []).extend(epochs)
     return out
 
 

@@ -102,7 +102,7 @@ def digits() -> Dataset:
 
 
 def test_registry_names() -> None:
-    assert tuple(DATASETS) == ("digits", "mnist", "fashion_mnist")
+    assert tuple(DATASETS) == ("digits", "diabetes", "mnist", "fashion_mnist")
 
 
 def test_digits_shapes_and_sizes(digits: Dataset) -> None:
@@ -470,7 +470,7 @@ def test_nonexistent_path(tmp_path: Path) -> None:
 
 
 def test_unknown_name() -> None:
-    with pytest.raises(DataError, match=r"unknown dataset 'cifar10': give one of digits, mnist, fashion_mnist"):
+    with pytest.raises(DataError, match=r"unknown dataset 'cifar10': give one of digits, diabetes, mnist, fashion_mnist"):
         load_dataset("cifar10")
 
 

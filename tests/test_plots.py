@@ -214,11 +214,15 @@ def test_best_section_links_the_best_trial_and_the_plots() -> None:
 
 
 def test_retrain_and_evaluate_sections() -> None:
-    entry = {"label": "best", "trial_name": "trial-004 selu", "trial_run_id": "t4", "accuracy_mean": 0.96,
-             "accuracy_std": 0.004, "loss_mean": 0.12, "loss_std": 0.01, "epochs": 9,
+    entry = {"label": "best", "trial_name": "trial-004 selu", "trial_run_id": "t4", "score_mean": 0.96,
+             "score_std": 0.004, "loss_mean": 0.12, "loss_std": 0.01, "epochs": 9,
              "seeds": [{"seed": 0, "run_id": "s0"}, {"seed": 1, "run_id": "s1"}]}
     text = description.retrain_section(experiment_id="1", entries=[entry], verdict="A clear lead.", model_uri="runs:/s1/model")
-    assert "with 2 seeds" in text and "**0.9600 ± 0.0040**" in text
+    assert "with 2 seeds" in text and "**0.9600 ± 0.0040**" in text and "| test accuracy |" in text
+    regression = description.retrain_section(experiment_id="1", entries=[{**entry, "score": "rmse"}], verdict="",
+                                             model_uri="runs:/s1/model", ensemble={"run_id": "e", "members": 2,
+                                             "test_rmse": 51.25, "test_loss": 0.4, "model_uri": "runs:/e/model"})
+    assert "| test rmse |" in regression and "**51.2500**" in regression and "best test rmse" in regression
     assert "[seed 1](#/experiments/1/runs/s1)" in text and "[trial-004](#/experiments/1/runs/t4)" in text
     assert "A clear lead." in text and "`runs:/s1/model`" in text
     metrics = {"mc": {"accuracy": 0.97, "nll": 0.1, "ece": 0.02, "brier": 0.05},

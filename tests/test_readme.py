@@ -60,7 +60,6 @@ class Run:
 
 RUN: dict[str, Run] = {
     "search spaces validate my_space.yaml": Run(expect="my_space.yaml: ok (", why="the README's YAML example"),
-    "search launch --dataset data.csv --target label": Run(expect="1 trials (0 failed", append=FAST_LAUNCH, slow=True),
     "search launch --dataset data.npz": Run(expect="1 trials (0 failed", append=FAST_LAUNCH, slow=True),
     'eval "$(_SEARCH_COMPLETE=bash_source search)"': Run(
         expect="complete -o nosort -F _search_completion search", then="complete -p search"),
@@ -73,6 +72,9 @@ RUN: dict[str, Run] = {
 
 # README command -> the test that runs it ("path::name"; the path relative to the repository).
 COVERED: dict[str, str] = {
+    # A CSV by a relative path with its label column, as the README has it (with --classes on top):
+    "search launch --dataset data.csv --target label":
+        "tests/test_reliability.py::test_a_dataset_and_its_subset_are_found_from_anywhere_and_an_edit_is_refused",
     COMMAND_1: "tests/test_tuner.py::test_search_records_parent_and_nested_trials",  # install: see test_command_1_...
     COMMAND_2: "tests/test_readme.py::test_command_2_is_what_ci_runs",
     "search ui": "tests/test_browser.py::test_ui_lists_the_search_with_its_trials_nested",
@@ -81,13 +83,23 @@ COVERED: dict[str, str] = {
     "search importance": "tests/test_importance.py::test_search_importance_reads_the_store_and_writes_the_parent",
     "search retrain": "tests/test_browser.py::test_the_search_run_holds_its_plots_and_a_description_with_links",
     "search evaluate": "tests/test_browser.py::test_ui_shows_the_reliability_diagram",
-    "search launch --name my-search --num-samples 64": "tests/test_tuner.py::test_interrupt_then_resume_gives_exactly_one_run_per_trial",
-    "search launch --name my-search --resume": "tests/test_tuner.py::test_interrupt_then_resume_gives_exactly_one_run_per_trial",
+    "search launch --name my-search --num-samples 64": "tests/test_reliability.py::test_signal_mid_trial_then_resume_gives_one_run_per_trial",
+    "search launch --name my-search --resume": "tests/test_reliability.py::test_signal_mid_trial_then_resume_gives_one_run_per_trial",
+    "search launch --dataset houses.csv --target price":
+        "tests/test_regression.py::test_every_command_follows_the_regression_task",
+    "search launch --name first --num-samples 16": "tests/test_warm_start.py::test_a_warm_started_search_records_where_it_started",
+    "search launch --name second --warm-start first --num-samples 16":
+        "tests/test_warm_start.py::test_a_warm_started_search_records_where_it_started",
 }
 
 EXCLUDED: dict[str, str] = {
+    "mlflow models serve -m runs:/<ensemble run id>/model --env-manager local -p 5001":
+        "a placeholder run id; tests/test_ensemble.py::test_the_ensemble_serves_with_mlflow_models_serve serves a real one",
     "search launch --dataset fashion_mnist --data-dir ~/data --num-samples 64 --max-epochs 30 --scheduler asha":
         "needs the Fashion-MNIST files (or a download) and hours of CPU; the IDX reader is tested in tests/test_data.py",
+    "search pipeline --dataset diabetes":
+        "minutes of CPU (16 trials of up to 100 epochs, 3 seeds, T=100); bench/bench_regression.py runs it, and "
+        "tests/test_regression.py::test_every_command_follows_the_regression_task runs the same pipeline on a tiny CSV",
     'pip install -e ".[gpu]"': "installs CUDA TensorFlow (gigabytes); only useful with a GPU",
     "search launch --gpus-per-trial 0.5 --cpus-per-trial 1": "needs a GPU",
     "ray job submit --address http://127.0.0.1:8265 -- search launch --tracking-uri http://mlflow:5000 --num-samples 64":
@@ -376,6 +388,18 @@ if __name__ == "__main__":
 # =========================================================================== the Extending section
 
 
+def _count_csv(folder: Path) -> Path:
+    """A small CSV (synthetic) whose target is a count, for the README's task example."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2))
+    visits = rng.poisson(np.exp(0.5 * x[:, 0] + 1))
+    path = folder / "counts.csv"
+    path.write_text("a,b,visits\n" + "".join(f"{a:.3f},{b:.3f},{v}\n" for (a, b), v in zip(x, visits, strict=True)))
+    return path
+
+
 def extending_blocks() -> list[str]:
     text = README.read_text()
     section = text[text.index("## 10. Extending"):text.index("## Development")]
@@ -383,7 +407,7 @@ def extending_blocks() -> list[str]:
 
 
 @pytest.mark.slow  # imports Ray, Optuna and Keras
-def test_extending_examples_are_one_registry_entry_each() -> None:
+def test_extending_examples_are_one_registry_entry_each(tmp_path: Path) -> None:
     """Each example of the README's Extending section, run as it is: the new entry works."""
     from search.config import TrialConfig
     from search.data.registry import DATASETS, load_dataset
@@ -391,9 +415,12 @@ def test_extending_examples_are_one_registry_entry_each() -> None:
     from search.space import load_space
     from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, make_scheduler, make_searcher
 
+    from search.tasks import TASKS
+    from search.train import fit
+
     blocks = extending_blocks()
-    assert len(blocks) == 4
-    added = [("median", SCHEDULERS), ("qmc", SEARCHERS), ("lion", OPTIMIZERS), ("wine", DATASETS)]
+    assert len(blocks) == 5
+    added = [("median", SCHEDULERS), ("qmc", SEARCHERS), ("lion", OPTIMIZERS), ("wine", DATASETS), ("count", TASKS)]
     try:
         for block in blocks:
             exec(compile(block, "README.md", "exec"), {})  # noqa: S102 (the README's own example)
@@ -406,6 +433,11 @@ def test_extending_examples_are_one_registry_entry_each() -> None:
         assert type(entry.cls(learning_rate=1e-3, **entry.knobs(TrialConfig({})))).__name__ == "Lion"
         wine = load_dataset("wine")
         assert wine.n_classes == 3 and len(wine.train) + len(wine.valid) + len(wine.test) == 178
+        counts = _count_csv(tmp_path)
+        data = load_dataset(str(counts), target="visits", task="count")  # a numeric target, as the entry says
+        assert data.task == "count" and data.train.y.dtype.kind == "f"
+        history = fit({"n_hidden": 1, "n_neurons": 8, "epochs": 2}, data, seed=0).history
+        assert {"loss", "mae", "val_loss", "val_mae"} <= set(history[-1])
     finally:
         for name, registry in added:
             registry.pop(name, None)

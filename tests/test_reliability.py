@@ -83,7 +83,14 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("missing store", ["runs", "--tracking-uri", "sqlite:///{tmp}/missing.db"], "no tracking store at"),
     ("unwritable storage path", ["launch", "--storage-path", "{tmp}/file.txt/ray"], "--storage-path"),
     ("bad model name", ["retrain", "--register", "a/b"], "--register 'a/b'"),
-    ("regression labels", ["launch", "--dataset", "{tmp}/floats.csv"], "looks like a regression target"),
+    ("regression labels as classes", ["launch", "--dataset", "{tmp}/floats.csv", "--task", "classification"],
+     "use --task regression"),
+    ("class names as a regression target", ["launch", "--dataset", "{tmp}/names.csv", "--task", "regression"],
+     "a regression target must be numeric"),
+    ("a classification metric on a regression task", ["launch", "--dataset", "{tmp}/floats.csv", "--metric",
+                                                       "val_accuracy"], "--metric val_accuracy is not reported by a regression task"),
+    ("a regression task on a classification dataset", ["launch", "--task", "regression"],
+     "digits is a classification dataset"),
     ("npz that is not a zip", ["launch", "--dataset", "{tmp}/bad.npz"], "not an .npz archive"),
     ("data the model cannot read", ["evaluate", "--dataset", "{tmp}/three.csv"], "reads inputs of shape"),
     ("busy port", ["ui", "--port", "{port}"], "cannot serve on 127.0.0.1:"),
@@ -96,14 +103,24 @@ def bad_input_folder(search_store: dict[str, Any], tmp_path_factory: pytest.Temp
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "file.txt").write_text("not a folder")
     _csv(tmp / "floats.csv", ["x,label", *(f"{i},{i * 0.37:.3f}" for i in range(40))])
+    _csv(tmp / "names.csv", ["x,label", *(f"{i},{'cat' if i % 2 else 'dog'}" for i in range(40))])
     (tmp / "bad.npz").write_text("not a zip archive")
     _csv(tmp / "three.csv", ["a,b,c,label", *(f"{i},{i % 3},{i % 5},{i % 2}" for i in range(40))])
     return tmp
 
 
+# Rows run in this process (the real CLI through click's runner: an interpreter's imports less per row),
+# except those that would touch this process's Ray.
+OWN_PROCESS = {"dead Ray address"}
+
+
 @pytest.mark.parametrize(("name", "args", "fragment"), BAD_INPUT, ids=[row[0] for row in BAD_INPUT])
 def test_bad_input_is_one_line_and_loses_nothing(search_store: dict[str, Any], bad_input_folder: Path, name: str,
-                                                  args: list[str], fragment: str) -> None:
+                                                  args: list[str], fragment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
     uri, tmp = search_store["uri"], bad_input_folder
     listener, port = _busy_port()
     try:
@@ -113,15 +130,23 @@ def test_bad_input_is_one_line_and_loses_nothing(search_store: dict[str, Any], b
         if filled[0] == "launch" and "--storage-path" not in filled:
             filled += ["--storage-path", str(search_store["root"] / "ray")]
         before = dump(uri)
-        proc = run_search(*filled, cwd=tmp)
+        if name in OWN_PROCESS:
+            proc = run_search(*filled, cwd=tmp)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+        else:
+            monkeypatch.chdir(tmp)
+            for key in _SCRUB:
+                monkeypatch.delenv(key, raising=False)
+            result = CliRunner().invoke(cli, filled, catch_exceptions=False)  # a traceback fails the test
+            code, out, err = result.exit_code, result.stdout, result.stderr
     finally:
         listener.close()
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = err.strip().splitlines()
+    assert code == 2, (code, err[-3000:])
+    assert "Traceback" not in err, err
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and fragment in errors[0], proc.stderr
-    assert proc.stdout == ""
+    assert len(errors) == 1 and fragment in errors[0], err
+    assert out == ""
     assert dump(uri) == before
     assert not (tmp / "missing.db").exists()
 
@@ -188,11 +213,11 @@ def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, timeout: fl
     pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, sig: signal.Signals) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     where = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "sig"]
-    first = [*SEARCH, "launch", "--space", "quick", "--num-samples", "4", "--max-epochs", "6", "--searcher", "random",
+    first = [*SEARCH, "launch", "--space", "quick", "--num-samples", "3", "--max-epochs", "4", "--searcher", "random",
              "--scheduler", "fifo", "--concurrency", "1", *where, "-q"]
     scratch_before = _our_scratch()
     proc = subprocess.Popen(first, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -219,38 +244,58 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
         assert all(r.info.status != "RUNNING" for r in _trial_runs(uri, parent.info.run_id))
         # Resume with flags that contradict the record: refused in one line, the search untouched.
         before = dump(uri)
+        from click.testing import CliRunner
+
+        from search.cli import cli
+
         for flags, said in ((["--space", "default"], "--space default (the search has quick)"),
-                            (["--num-samples", "9"], "--num-samples 9 (the search has 4)")):
-            refused = run_search("launch", *where, "--resume", *flags, "-q", cwd=tmp_path, timeout=200)
-            assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+                            (["--num-samples", "9"], "--num-samples 9 (the search has 3)")):
+            # In this process: refused before Ray starts, so an interpreter's imports are spared.
+            refused = CliRunner().invoke(cli, ["launch", *where, "--resume", *flags, "-q"], catch_exceptions=False)
+            assert refused.exit_code == 2, refused.stderr[-2000:]
             (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
             assert said in line and "a resumed search keeps its settings" in line.lower()
         assert dump(uri) == before
+    elif sig == signal.SIGINT:  # Ctrl-C: Ray Tune's own handler stops it; resuming is as after SIGTERM (above)
+        assert proc.returncode == 130, err[-3000:]
+        assert "search launch --name sig --resume" in err and "Traceback" not in err
+        (parent,) = tracking.list_searches(uri, "search")
+        runs = _trial_runs(uri, parent.info.run_id)
+        assert parent.info.status == "KILLED" and all(r.info.status != "RUNNING" for r in runs)
+        assert sum(r.info.status == "FINISHED" for r in runs) >= 1
+        assert _our_scratch() <= scratch_before
+        _wait_until_gone(proc.pid, 60)
+        return
     else:
         assert proc.returncode == -signal.SIGKILL
+    killed_at = time.monotonic()
     time.sleep(3)
     resumed = run_search("launch", *where, "--resume", "-q", "--json", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (parent,) = tracking.list_searches(uri, "search")
     runs = _trial_runs(uri, parent.info.run_id)
     ids = [r.data.tags[tracking.TRIAL_ID] for r in runs]
-    assert len(ids) == 4 and len(set(ids)) == 4, ids
+    assert len(ids) == 3 and len(set(ids)) == 3, ids
     assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
     assert parent.info.status == "FINISHED"
     assert parent.data.params["space"] == "quick"  # the recorded settings, not the CLI's defaults
     assert json.loads(resumed.stdout)["best"]["run_id"] in {r.info.run_id for r in runs}
     assert _our_scratch() <= scratch_before  # no temporary folder of ours left behind
     # No orphan: Ray's processes end with the driver that started them (after SIGKILL its dashboard and
-    # runtime-env agents notice the raylet is gone about a minute later).
-    _wait_until_gone(proc.pid, 150)
+    # runtime-env agents notice the raylet is gone about a minute later: 150 s from the signal).
+    _wait_until_gone(proc.pid, max(1.0, 150 - (time.monotonic() - killed_at)))
 
 
 def _our_scratch() -> set[str]:
+    """Every temporary folder of ours: in the scratch of each process (``search.scratch``), and any
+    made straight in the system's temporary folder under one of our names."""
     import glob
     import tempfile
 
-    root = tempfile.gettempdir()
-    return {p for pattern in ("search-*", "kt-searcher-*") for p in glob.glob(os.path.join(root, pattern))}
+    from search import scratch
+
+    loose = {p for pattern in ("search-*", "kt-searcher-*") for p in glob.glob(os.path.join(tempfile.gettempdir(), pattern))}
+    return (loose - {str(scratch.root())}) | set(glob.glob(str(scratch.root() / "*" / "*")))
 
 
 def _wait_until_gone(pgid: int, timeout: float) -> None:
@@ -269,27 +314,50 @@ def _wait_until_gone(pgid: int, timeout: float) -> None:
 # =========================================================================== the data's identity
 
 
-def test_a_dataset_is_found_from_anywhere_and_an_edit_is_refused(tmp_path: Path) -> None:
-    """A CSV given by a relative path is recorded by its absolute path and a digest of its contents:
-    later commands find it from another directory, and refuse it once it was edited."""
+def test_a_dataset_and_its_subset_are_found_from_anywhere_and_an_edit_is_refused(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV given by a relative path is recorded by its absolute path and a digest of its contents, and
+    --classes and --train-limit with it: retrain and evaluate follow the record from another directory,
+    and refuse the file once it was edited. (The search runs as a process in the CSV's folder; retrain
+    and evaluate run in this one, moved to the other folder, to spare two interpreters' imports.)"""
+    from click.testing import CliRunner
+
+    from search.cli import cli
+
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir()
     elsewhere.mkdir()
-    rows = ["f0,f1,f2,label", *(f"{i % 7},{(i * 3) % 5},{i % 2},{'ab'[i % 2]}" for i in range(60))]
+    rows = ["f0,f1,f2,label", *(f"{i % 7},{(i * 3) % 5},{i % 2},{'abc'[i % 3]}" for i in range(150))]
     _csv(here / "data.csv", rows)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    launched = run_search("launch", "--dataset", "data.csv", "--space", "quick", "--num-samples", "1", "--max-epochs",
-                          "1", "--searcher", "random", "--scheduler", "fifo", "--tracking-uri", uri, "--storage-path",
-                          str(tmp_path / "ray"), "--name", "csv", "-q", cwd=here, timeout=400)
+    launched = run_search("launch", "--dataset", "data.csv", "--classes", "c,a", "--train-limit", "30", "--space",
+                          "quick", "--num-samples", "1", "--max-epochs", "1", "--searcher", "random", "--scheduler",
+                          "fifo", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "csv", "-q",
+                          cwd=here, timeout=400)
     assert launched.returncode == 0, launched.stderr[-3000:]
     (parent,) = tracking.list_searches(uri, "search")
     assert parent.data.params["dataset_source"] == str(here / "data.csv")
-    retrained = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", cwd=elsewhere, timeout=400)
-    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    assert parent.data.params["classes"] == "c,a" and parent.data.params["train_limit"] == "30"
+    assert parent.data.tags["search.dataset"] == "data[c,a][train 30]"
+    monkeypatch.chdir(elsewhere)
+    runner = CliRunner()
+    retrained = runner.invoke(cli, ["retrain", "--tracking-uri", uri, "--seeds", "1", "-q"])
+    assert retrained.exit_code == 0, retrained.output
+    evaluated = runner.invoke(cli, ["evaluate", "--tracking-uri", uri, "--mc-samples", "5", "-q", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    from search.data import load_subset
+
+    n_test = len(load_subset(str(here / "data.csv"), classes="c,a").test)
+    mlc = tracking.client(uri)
+    local = mlc.download_artifacts(json.loads(evaluated.stdout)["run_id"], "predictions.npz", str(tmp_path))
+    import numpy as np
+
+    with np.load(local) as f:
+        assert f["labels"].shape == (n_test,) and f["probs_mean"].shape[1] == 2
     _csv(here / "data.csv", [*rows, "1,1,1,b"])  # one more row: other data
     before = dump(uri)
-    refused = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", cwd=elsewhere, timeout=400)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    refused = runner.invoke(cli, ["retrain", "--tracking-uri", uri, "--seeds", "1", "-q"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
     (line,) = [ln for ln in refused.stderr.splitlines() if ln.startswith("error: ")]
     assert f"the dataset {here / 'data.csv'} changed since the search used it" in line
     assert dump(uri) == before
@@ -320,57 +388,3 @@ def test_sigterm_during_retrain_ends_its_run_killed(search_store: dict[str, Any]
     assert new and all(r.info.status == "KILLED" for r in new), [r.info.status for r in new]
 
 
-def test_a_class_subset_is_searched_retrained_and_evaluated_as_recorded(tmp_path: Path) -> None:
-    """--classes and --train-limit are part of the search's record: retrain and evaluate follow them."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    launched = run_search("launch", "--classes", "8,9", "--train-limit", "60", "--space", "quick", "--num-samples", "1",
-                          "--max-epochs", "2", "--searcher", "random", "--scheduler", "fifo", "--tracking-uri", uri,
-                          "--storage-path", str(tmp_path / "ray"), "--name", "pair", "-q", cwd=tmp_path, timeout=400)
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    (parent,) = tracking.list_searches(uri, "search")
-    assert parent.data.params["classes"] == "8,9" and parent.data.params["train_limit"] == "60"
-    assert parent.data.tags["search.dataset"] == "digits[8,9][train 60]"
-    retrained = run_search("retrain", "--tracking-uri", uri, "--seeds", "1", "-q", "--json", cwd=tmp_path, timeout=400)
-    assert retrained.returncode == 0, retrained.stderr[-3000:]
-    evaluated = run_search("evaluate", "--tracking-uri", uri, "--mc-samples", "5", "-q", "--json", cwd=tmp_path,
-                           timeout=400)
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads(evaluated.stdout)["dataset"] == "digits"
-    from search.data import load_subset
-
-    n_test = len(load_subset("digits", classes="8,9").test)
-    mlc = tracking.client(uri)
-    eval_run = mlc.get_run(json.loads(evaluated.stdout)["run_id"])
-    local = mlc.download_artifacts(eval_run.info.run_id, "predictions.npz", str(tmp_path))
-    import numpy as np
-
-    with np.load(local) as f:
-        assert f["labels"].shape == (n_test,) and f["probs_mean"].shape[1] == 2
-
-
-def test_ui_on_all_interfaces_warns_and_lets_remote_hosts_in(search_store: dict[str, Any], tmp_path: Path) -> None:
-    """--host 0.0.0.0: a warning that the store is exposed, and MLflow's host check opened (a request
-    with a remote Host header is answered, not refused with 403). Requests go to loopback only."""
-    import urllib.request
-
-    port = pick_free_port()
-    proc = subprocess.Popen([*SEARCH, "ui", "--tracking-uri", search_store["uri"], "--host", "0.0.0.0", "--port",
-                             str(port)], cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers={"Host": "mlflow.example.org"})
-        deadline, status = time.monotonic() + 180, None
-        while time.monotonic() < deadline and status is None:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    status = response.status
-            except urllib.error.HTTPError as err:
-                status = err.code
-            except OSError:
-                time.sleep(1)
-        assert status == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert "warning: --host 0.0.0.0 serves the store" in err

@@ -12,7 +12,7 @@ from search import config as vocab
 from search.errors import ConfigError, SpaceError
 from search.space import builtin_names, load_space, parse_space
 
-BUILTINS = ["batchnorm", "default", "optimizers", "quick", "regularization", "schedules", "selu"]
+BUILTINS = ["batchnorm", "default", "optimizers", "quick", "regression", "regularization", "schedules", "selu"]
 SCHEDULE_KNOBS = {
     "schedule_epochs": {"power", "exponential", "piecewise"},
     "schedule_factor": {"piecewise", "plateau"},

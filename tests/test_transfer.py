@@ -76,46 +76,44 @@ def test_no_source_or_no_reuse_is_an_ordinary_fit(pair: Any, source: dict[str, l
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow  # three real searches' worth of processes, a real Ray and MLflow
-def test_transfer_from_an_earlier_search_through_the_cli(tmp_path: Any) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.mark.slow  # a real search and a retrain through the CLI, a real Ray and MLflow
+def test_transfer_from_an_earlier_search_through_the_cli(search_store: dict[str, Any], local_ray: Any, tmp_path: Any) -> None:
+    """The session's search (digits, one hidden layer of 32) is the source: a copy of its store gets a
+    search on 8 against 9 that reuses that layer, then its retrain; all through the CLI, in this process."""
+    import shutil
 
     from search import tracking
 
-    script = Path(sys.executable).with_name("search")
-    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "search.cli"]
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")},
-           "PYTHONUNBUFFERED": "1"}
+    shutil.copy(search_store["root"] / "mlflow.db", tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     where = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "-q"]
     base = "params:\n  n_hidden: 2\n  n_neurons: 32\n  optimizer: adam\n  batch_size: 64\n  epochs: 2\n"
     (tmp_path / "base.yaml").write_text(base)
-    (tmp_path / "reuse.yaml").write_text(base + "  reuse_layers: {choice: [1, 2]}\n  freeze_epochs: 1\n")
+    (tmp_path / "reuse.yaml").write_text(base + "  reuse_layers: 1\n  freeze_epochs: 1\n")
 
-    def search(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*cmd, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
+    source = tracking.SearchRecord.find(uri, "search", run_id=search_store["parent"])
+    model_run = source.model_run_id()
+    # In this process, on the module's local Ray (the CLI joins it): Ray's start and an interpreter's imports less.
+    from click.testing import CliRunner
 
-    pre = json.loads(search("launch", "--classes", "0,1,2,3,4,5,6,7", "--space", str(tmp_path / "base.yaml"),
-                            "--num-samples", "1", "--searcher", "random", "--scheduler", "fifo", "--name", "pre",
-                            "--json", *where).stdout)
-    search("launch", "--classes", "8,9", "--train-limit", "50", "--space", str(tmp_path / "reuse.yaml"),
-           "--transfer-from", pre["parent_run_id"], "--num-samples", "2", "--searcher", "random", "--scheduler", "fifo",
-           "--name", "pair", *where)
+    from search.cli import cli
+
+    launched = CliRunner().invoke(cli, [
+        "launch", "--classes", "8,9", "--train-limit", "50", "--space", str(tmp_path / "reuse.yaml"),
+        "--transfer-from", search_store["parent"], "--num-samples", "2", "--searcher", "random", "--scheduler", "fifo",
+        "--name", "pair", *where], catch_exceptions=False)
+    assert launched.exit_code == 0, launched.stderr[-3000:]
     record = tracking.SearchRecord.find(uri, "search", name="pair")
     trials = record.children("trial")
-    source_uri = f"runs:/{pre['best']['run_id']}/model/model.keras"
+    role = tracking.get_run(uri, model_run).data.tags["search.role"]
+    source_uri = f"runs:/{model_run}/model" + ("/model.keras" if role == "trial" else "")  # a trial keeps the .keras file
     assert len(trials) == 2 and {t.data.tags.get("search.transfer_from") for t in trials} == {source_uri}
-    assert record.params["transfer_from"] == pre["parent_run_id"]
-    search("retrain", "--name", "pair", "--seeds", "1", "--tracking-uri", uri, "-q")
+    assert record.params["transfer_from"] == search_store["parent"]
+    # Retrain and the refused launch run in this process too (real MLflow; the launch is refused before Ray).
+    retrained = CliRunner().invoke(cli, ["retrain", "--name", "pair", "--seeds", "1", "--tracking-uri", uri, "-q"])
+    assert retrained.exit_code == 0, retrained.output
     (seed_run,) = record.children("retrain")
     assert seed_run.data.tags["search.transfer_from"] == source_uri and seed_run.info.status == "FINISHED"
-    refused = subprocess.run([*cmd, "launch", "--space", str(tmp_path / "base.yaml"), "--transfer-from",
-                              pre["parent_run_id"], "--name", "none", *where], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=200)
-    assert refused.returncode == 2 and "never sets reuse_layers above 0" in refused.stderr
+    refused = CliRunner().invoke(cli, ["launch", "--space", str(tmp_path / "base.yaml"), "--transfer-from",
+                                       search_store["parent"], "--name", "none", *where])
+    assert refused.exit_code == 2 and "never sets reuse_layers above 0" in refused.stderr

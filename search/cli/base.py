@@ -16,6 +16,10 @@ def quiet_tensorflow() -> None:
     """Keep TF's C++ and Python log spam off the terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    # Retrain and evaluate fit and call several models in one process, which TF reports as "retracing":
+    # expected here, and not the user's to act on (-v shows it again).
+    if logging.getLogger().level >= logging.WARNING:
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class UserError(click.ClickException):
@@ -38,7 +42,8 @@ class SearchGroup(click.Group):
     """Turns the project's exceptions into one-line errors, in every subcommand."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from search.errors import Terminated, TrialFailed
+        from search.errors import TrialFailed
+        from search.interrupts import interrupt_code
 
         try:
             return super().invoke(ctx)
@@ -53,22 +58,23 @@ class SearchGroup(click.Group):
             raise error from None
         except TrialFailed as err:
             raise TrialError(str(err)) from None
-        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM outside the trials (Ray handles those)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (KeyboardInterrupt, Exception) as err:  # Ctrl-C or SIGTERM outside the trials (Ray handles those)
+            code = interrupt_code(err)
+            if code is None:  # not a signal's doing: a bug, shown in full
+                raise
             error = UserError("interrupted; every run this command had opened was ended KILLED")
-            error.exit_code = Terminated.exit_code if isinstance(err, Terminated) else 130
+            error.exit_code = code
             raise error from None
 
 
 def terminate_as_interrupt() -> None:
-    """Make SIGTERM unwind like Ctrl-C (``Terminated``), so every run the command opened is closed."""
-    import signal
+    """Make SIGTERM unwind like Ctrl-C (``Terminated``), so every run the command opened is closed;
+    both are recorded, so an error a signal caused (in an import, in a library) counts as the signal."""
+    from search.interrupts import install
 
-    from search.errors import Terminated
-
-    def handle(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handle)
+    install()
 
 
 @click.group(cls=SearchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -29,12 +29,13 @@ def launch(as_json: bool, quiet: bool, **kwargs: Any) -> None:
       search launch --dataset fashion_mnist --data-dir ~/data --num-samples 64 --scheduler asha
       search launch --address ray://head:10001 --tracking-uri http://mlflow:5000
       search launch --name my-search --resume            # continue after Ctrl-C
+      search launch --warm-start my-search --num-samples 8  # start from what my-search learned
     """
     from search.tune.launch import launch as run_launch
 
     terminate_as_interrupt()
     printer = progress_printer(quiet)
-    result = run_launch(announce(launch_options(kwargs, quiet)), progress=printer)
+    result = run_launch(announce(launch_options(kwargs, quiet)), progress=printer, notice=notice_printer(quiet))
     if printer:
         sys.stderr.write("\n")
     emit(result.to_dict(), as_json, lambda _: search_report(result))
@@ -61,7 +62,7 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
 
     terminate_as_interrupt()
     printer = progress_printer(quiet)
-    searched = run_launch(announce(launch_options(kwargs, quiet)), progress=printer)
+    searched = run_launch(announce(launch_options(kwargs, quiet)), progress=printer, notice=notice_printer(quiet))
     if printer:
         sys.stderr.write("\n")
     retrained = run_retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
@@ -76,6 +77,11 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
                        "evaluate": evaluated.run_id}}
     emit(report, as_json, lambda _: "\n\n".join([search_report(searched), retrain_report(retrained),
                                                    evaluate_report(evaluated)]))
+
+
+def notice_printer(quiet: bool) -> Any:
+    """One-line messages on stderr (what a warm start took); none with -q."""
+    return None if quiet else (lambda line: click.echo(line, err=True))
 
 
 def announce(opts: Any) -> Any:

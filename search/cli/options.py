@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from search.tasks import TASKS
 from search.tune.algorithms import SCHEDULERS, SEARCHERS, choices_help
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +29,10 @@ def dataset_options(f: F) -> F:
     f = click.option(
         "--target", default="label", show_default=True, help="Label column of a CSV dataset."
     )(f)
+    f = click.option("--task", default="auto", show_default=True,
+                     type=click.Choice(["auto", *TASKS]),
+                     help="What the target is. auto: a built-in dataset's own; for a file, regression when the "
+                          "target holds many distinct non-integer numbers, else classification.")(f)
     f = click.option(
         "--data-dir",
         envvar="SEARCH_DATA_DIR",
@@ -38,7 +43,7 @@ def dataset_options(f: F) -> F:
         "--dataset",
         default="digits",
         show_default=True,
-        help="digits (bundled), mnist, fashion_mnist, or a .csv/.npz path.",
+        help="digits (bundled), diabetes (bundled, regression), mnist, fashion_mnist, or a .csv/.npz path.",
     )(f)
 
 
@@ -54,7 +59,8 @@ def tracking_options(f: F) -> F:
 def search_options(f: F) -> F:
     """The options of a search, shared by ``launch`` and ``pipeline``."""
     opts = [
-        click.option("--space", default="default", show_default=True, help="Search space: built-in name or YAML path."),
+        click.option("--space", help="Search space: built-in name or YAML path [default: default; regression for a "
+                                      "regression task]."),
         dataset_options,
         click.option("--num-samples", default=16, show_default=True, type=int, help="Trials to run."),
         click.option("--max-epochs", type=int, help="Epochs per trial (default: the space's `epochs`)."),
@@ -65,7 +71,11 @@ def search_options(f: F) -> F:
         click.option("--transfer-from", metavar="RUN_ID|MODEL_URI",
                      help="Reuse the hidden layers of this model (a search, retrain or trial run, or a model URI) as "
                           "the space's reuse_layers, freeze_epochs and unfreeze_lr_factor say."),
-        click.option("--metric", default="val_accuracy", show_default=True, help="Metric the search optimizes."),
+        click.option("--warm-start", "warm_start", multiple=True, metavar="NAME|RUN_ID",
+                     help="Seed the searcher with the finished trials of this earlier search (repeatable); those "
+                          "outside the space are skipped and counted. tpe and bayes learn from them; random cannot."),
+        click.option("--metric", help="Metric the search optimizes [default: val_accuracy for classification, "
+                                       "val_rmse for regression]."),
         click.option("--mode", type=click.Choice(["max", "min"]),
                      help="Whether a larger metric is better [default: min for a loss, else max]."),
         click.option("--concurrency", type=int, help="Trials at once [default: as many as the CPUs allow]."),
@@ -79,6 +89,9 @@ def search_options(f: F) -> F:
         click.option("--resume", is_flag=True, help="Continue the interrupted search --name."),
         click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0),
                      help="Retries of a trial lost to a crash."),
+        click.option("--report-every-s", default=0.5, show_default=True, type=click.FloatRange(min=0),
+                     help="A trial reports to Ray Tune at most about this often, several short epochs per report "
+                          "(0: every epoch); MLflow still records every epoch, and schedulers decide at exact epochs."),
         click.option("--tracking-retry-s", default=120.0, show_default=True, type=click.FloatRange(min=0),
                      help="How long MLflow writes are retried while the tracking server is away; then the search "
                           "stops with an error, and --resume continues it."),

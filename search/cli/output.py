@@ -89,13 +89,19 @@ def result_ui(result: Any) -> str:
 
 def retrain_report(r: Any) -> str:
     def line(c: Any, label: str) -> str:
-        return (f"{label:<10} {c.trial_name}: test accuracy {c.accuracy_mean:.4f} ± {c.accuracy_std:.4f}, "
+        return (f"{label:<10} {c.trial_name}: test {c.score} {c.score_mean:.4f} ± {c.score_std:.4f}, "
                 f"test loss {c.loss_mean:.4f} ± {c.loss_std:.4f} ({len(c.seeds)} seeds, {c.epochs} epochs)")
 
     lines = [f"search {r.search}: retrained on train+valid, scored on the test split", line(r.best, "best")]
     if r.runner_up:
         lines.append(line(r.runner_up, "runner-up"))
+    if r.ensemble:
+        score = r.best.score
+        loss = f", test loss {r.ensemble.scores['loss']:.4f}" if "loss" in r.ensemble.scores else ""
+        lines.append(f"{'ensemble':<10} of the {r.ensemble.members} seeds: test {score} {r.ensemble.scores[score]:.4f}{loss}")
     lines += ["", r.verdict, "", f"model:      {r.model_uri}"]
+    if r.ensemble:
+        lines.append(f"ensemble:   {r.ensemble.model_uri}")
     if r.registered:
         lines.append(f"registered: {r.registered}")
     lines.append(f"best seed run: {r.best_seed_run_id}")
@@ -103,13 +109,17 @@ def retrain_report(r: Any) -> str:
 
 
 def evaluate_report(r: Any) -> str:
-    keys = ["accuracy", "nll", "brier", "ece", "entropy", "mutual_info", "auroc_max_prob", "auroc_entropy",
-            "auroc_mutual_info", "acc_at_50", "acc_at_80", "acc_at_90", "acc_at_95"]
-    det, mc = r.metrics.get("deterministic", {}), r.metrics.get("mc", {})
-    rows = [{"metric": k, "deterministic": det.get(k), f"MC dropout (T={r.samples})": mc.get(k)} for k in keys
-            if k in det or k in mc]
-    lines = [f"{r.dataset} test split, model {r.model_uri}", "", table(rows, ["metric", "deterministic", f"MC dropout (T={r.samples})"])]
-    if r.note:
-        lines += ["", r.note]
+    keys = ["accuracy", "rmse", "mae", "r2", "nll", "crps", "brier", "ece", "entropy", "mutual_info", "auroc_max_prob",
+            "auroc_entropy", "auroc_mutual_info", "acc_at_50", "acc_at_80", "acc_at_90", "acc_at_95",
+            *(f"{kind}_{pct}" for kind in ("coverage", "width") for pct in (50, 80, 90, 95)), "epistemic_std",
+            "aleatoric_std"]
+    names = {"deterministic": "deterministic", "mc": f"MC dropout (T={r.samples})", "temperature": "temperature",
+             "ensemble": "ensemble", "ensemble_mc": "ensemble + MC"}
+    shown = [k for k in names if k in r.metrics]
+    rows = [{"metric": k, **{names[p]: r.metrics[p].get(k) for p in shown}} for k in keys
+            if any(k in r.metrics[p] for p in shown)]
+    lines = [f"{r.dataset} test split, model {r.model_uri}", "", table(rows, ["metric", *(names[p] for p in shown)])]
+    text = " ".join(filter(None, [r.note, r.verdict.replace("**", "")]))
+    lines += ["", text] if text else []
     lines += ["", f"evaluate run: {r.run_id}  (artifacts: {', '.join(r.artifacts)})"]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ def trial(
     dataset: str,
     data_dir: str | None,
     target: str,
+    task: str,
     classes: str | None,
     train_limit: int | None,
     overrides: tuple[str, ...],
@@ -45,34 +46,34 @@ def trial(
     Examples:
       search trial --space quick --dataset digits
       search trial --set activation=selu --set initializer=lecun_normal --set standardize=true
+      search trial --dataset diabetes --set loss=gaussian_nll
     """
     from search.data import load_subset
+    from search.tasks import get_task
     from search.train import fit
 
     cfg = _config(space_name, seed, overrides)
-    data = load_subset(dataset, data_dir=data_dir, target=target, classes=classes, train_limit=train_limit)
+    data = load_subset(dataset, data_dir=data_dir, target=target, classes=classes, train_limit=train_limit, task=task)
+    spec = get_task(data.task)
     if not quiet:
         click.echo(data.describe(), err=True)
         click.echo("config: " + json.dumps(cfg, default=str), err=True)
 
     def show(row: dict[str, float], _model: Any) -> None:
         if not as_json:
-            click.echo(
-                f"epoch {int(row['epoch']):3d}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
-                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
-                f"lr {row['lr']:.2e}  {row['epoch_time_s']:.2f}s"
-            )
+            values = "  ".join(f"{k} {row[k]:.4f}" for k in spec.epoch_metrics if k in row)
+            click.echo(f"epoch {int(row['epoch']):3d}  {values}  lr {row['lr']:.2e}  {row['epoch_time_s']:.2f}s")
 
     source = _source(transfer_from, tracking_uri) if transfer_from else None
     result = fit(cfg, data, epochs=epochs, report=show, seed=seed, source=source)
-    best = result.best()
-    summary = {"config": cfg, "epochs": result.epochs, "best_epoch": int(best["epoch"]),
-               "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "history": result.history}
+    best = result.best(spec.metric, spec.mode)
+    summary = {"config": cfg, "task": data.task, "epochs": result.epochs, "best_epoch": int(best["epoch"]),
+               spec.metric: best[spec.metric], "val_loss": best["val_loss"], "history": result.history}
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
         click.echo(
-            f"result: val_accuracy {best['val_accuracy']:.4f}  val_loss {best['val_loss']:.4f}  "
+            f"result: {spec.metric} {best[spec.metric]:.4f}  val_loss {best['val_loss']:.4f}  "
             f"(best epoch {int(best['epoch'])} of {result.epochs})"
         )
 

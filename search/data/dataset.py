@@ -5,17 +5,21 @@ Only numpy is imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from search.tasks import CLASSIFICATION, Output, get_task
 
 STD_FLOOR = 1e-7
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: features ``x`` (float32, one row per example) and class ids ``y`` (int64)."""
+    """One split: features ``x`` (float32, one row per example) and targets ``y``: class ids (int64),
+    or numbers (float32) for regression."""
 
     x: np.ndarray
     y: np.ndarray
@@ -30,7 +34,8 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A named dataset with fixed train/valid/test splits and ``n_classes`` classes."""
+    """A named dataset with fixed train/valid/test splits: ``n_classes`` classes, or a regression
+    target (``task`` regression, ``n_classes`` 0)."""
 
     name: str
     train: Split
@@ -39,6 +44,16 @@ class Dataset:
     n_classes: int
     class_names: tuple[str, ...] | None = None
     source: str = ""  # where it came from: a built-in name, or a file's absolute path
+    task: str = CLASSIFICATION
+
+    @property
+    def output(self) -> Output:
+        """What a model of this data predicts: its classes, or the training targets' mean and std."""
+        if not get_task(self.task).numeric:
+            return Output(self.task, self.n_classes)
+        y = self.train.y.astype(np.float64)
+        std = float(y.std())
+        return Output(self.task, 0, float(y.mean()), std if std > STD_FLOOR else 1.0)
 
     def fingerprint(self) -> str:
         """A digest of the splits' contents: the same data, the same fingerprint, wherever it is."""
@@ -55,10 +70,11 @@ class Dataset:
         return tuple(int(d) for d in self.train.x.shape[1:])
 
     def describe(self) -> str:
-        """One line: sizes, classes and input shape."""
+        """One line: sizes, classes (or the target) and input shape."""
+        what = f"a {self.task} target" if get_task(self.task).numeric else f"{self.n_classes} classes"
         return (
             f"{self.name}: {len(self.train)} train / {len(self.valid)} valid / {len(self.test)} test, "
-            f"{self.n_classes} classes, input {self.input_shape}"
+            f"{what}, input {self.input_shape}"
         )
 
 
@@ -76,10 +92,7 @@ def standardize(dataset: Dataset) -> Dataset:
     def apply(split: Split) -> Split:
         return Split(((split.x - mean) / scale).astype(np.float32), split.y)
 
-    return Dataset(
-        dataset.name, apply(dataset.train), apply(dataset.valid), apply(dataset.test),
-        dataset.n_classes, dataset.class_names,
-    )
+    return dataclasses.replace(dataset, train=apply(dataset.train), valid=apply(dataset.valid), test=apply(dataset.test))
 
 
 def merge_train_valid(dataset: Dataset) -> Dataset:
@@ -93,4 +106,4 @@ def merge_train_valid(dataset: Dataset) -> Dataset:
         np.concatenate([dataset.train.x, dataset.valid.x]),
         np.concatenate([dataset.train.y, dataset.valid.y]),
     )
-    return Dataset(dataset.name, train, dataset.test, dataset.test, dataset.n_classes, dataset.class_names)
+    return dataclasses.replace(dataset, train=train, valid=dataset.test)

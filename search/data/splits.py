@@ -65,18 +65,20 @@ def _write_split_cache(name: str, splits: tuple[Split, Split, Split]) -> None:
 
 
 def split_three(
-    x: np.ndarray, y: np.ndarray, *, valid_fraction: float, test_fraction: float, what: str
+    x: np.ndarray, y: np.ndarray, *, valid_fraction: float, test_fraction: float, what: str, stratify: bool = True
 ) -> tuple[Split, Split, Split]:
     """Train/valid/test with fixed seed: test takes ceil(n * test_fraction), valid
-    round(n * valid_fraction), each at least one example; stratified where possible."""
+    round(n * valid_fraction), each at least one example; stratified by class where possible
+    (``stratify`` False: at random, as for a regression target)."""
     n = len(y)
     n_test = max(1, math.ceil(n * test_fraction))
     n_valid = max(1, round(n * valid_fraction))
     if n - n_test - n_valid < 1:
         raise DataError(f"{what}: {n} examples are too few to split into train, valid and test; give at least 3")
-    rest_x, test_x, rest_y, test_y = _stratified(x, y, n_test)
-    train_x, valid_x, train_y, valid_y = _stratified(rest_x, rest_y, n_valid)
-    _warn_missing_classes(y, {"train": train_y, "valid": valid_y, "test": test_y}, what)
+    rest_x, test_x, rest_y, test_y = _stratified(x, y, n_test, stratify)
+    train_x, valid_x, train_y, valid_y = _stratified(rest_x, rest_y, n_valid, stratify)
+    if stratify:
+        _warn_missing_classes(y, {"train": train_y, "valid": valid_y, "test": test_y}, what)
     return Split(train_x, train_y), Split(valid_x, valid_y), Split(test_x, test_y)
 
 
@@ -93,18 +95,20 @@ def _warn_missing_classes(y: np.ndarray, parts: dict[str, np.ndarray], what: str
                        what, names, "s" if len(missing) > 1 else "", "" if len(missing) > 1 else "s", MIN_PER_CLASS, few)
 
 
-def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str) -> tuple[Split, Split]:
+def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str, stratify: bool = True) -> tuple[Split, Split]:
     """Carve ``fraction`` of the rows (at least one) off as a second split."""
     n_second = max(1, round(len(y) * fraction))
     if len(y) - n_second < 1:
         raise DataError(f"{what}: {len(y)} examples are too few to carve a validation split; give at least 2")
-    a_x, b_x, a_y, b_y = _stratified(x, y, n_second)
+    a_x, b_x, a_y, b_y = _stratified(x, y, n_second, stratify)
     return Split(a_x, a_y), Split(b_x, b_y)
 
 
-def _stratified(x: np.ndarray, y: np.ndarray, n_second: int) -> list[np.ndarray]:
+def _stratified(x: np.ndarray, y: np.ndarray, n_second: int, stratify: bool = True) -> list[np.ndarray]:
     from sklearn.model_selection import train_test_split
 
+    if not stratify:
+        return train_test_split(x, y, test_size=n_second, random_state=SPLIT_SEED)
     try:
         return train_test_split(x, y, test_size=n_second, stratify=y, random_state=SPLIT_SEED)
     except ValueError:

@@ -2,12 +2,13 @@
 
 ``--classes 0,1,...`` keeps the named classes of any classification dataset, in the order given,
 so that ``--classes 8,9`` makes a two-class task of digits 8 and 9 (8 becomes 0, 9 becomes 1).
-``--train-limit N`` keeps N training examples, drawn stratified with the fixed split seed; the
+``--train-limit N`` keeps N training examples, drawn with the fixed split seed (stratified for classes); the
 validation and test splits stay whole, so results stay comparable. Only numpy is imported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from search.data.dataset import Dataset, Split
 from search.data.splits import SPLIT_SEED
 from search.errors import DataError
+from search.tasks import get_task
 
 
 def parse_classes(text: str | None) -> list[str] | None:
@@ -32,6 +34,8 @@ def parse_classes(text: str | None) -> list[str] | None:
 def select_classes(dataset: Dataset, classes: Sequence[str]) -> Dataset:
     """The examples of ``classes`` (names, or ids where the dataset's classes are numbered), relabelled
     0..k-1 in the order given."""
+    if get_task(dataset.task).numeric:
+        raise DataError(f"--classes: {dataset.name} has a {dataset.task} target, not classes; drop --classes")
     names = dataset.class_names or tuple(str(i) for i in range(dataset.n_classes))
     ids = []
     for wanted in classes:
@@ -54,8 +58,9 @@ def select_classes(dataset: Dataset, classes: Sequence[str]) -> Dataset:
     for part, label in zip(parts, ("train", "valid", "test"), strict=True):
         if len(part) == 0:
             raise DataError(f"--classes: the {label} split of {dataset.name} holds none of {', '.join(classes)}")
-    return Dataset(f"{dataset.name}[{','.join(classes)}]", *parts, len(ids), tuple(names[i] for i in ids),
-                   dataset.source)
+    train, valid, test = parts
+    return dataclasses.replace(dataset, name=f"{dataset.name}[{','.join(classes)}]", train=train, valid=valid,
+                               test=test, n_classes=len(ids), class_names=tuple(names[i] for i in ids))
 
 
 def limit_train(dataset: Dataset, limit: int) -> Dataset:
@@ -67,10 +72,10 @@ def limit_train(dataset: Dataset, limit: int) -> Dataset:
         return dataset
     from sklearn.model_selection import train_test_split
 
+    strata = None if get_task(dataset.task).numeric else dataset.train.y
     try:
-        x, _, y, _ = train_test_split(dataset.train.x, dataset.train.y, train_size=limit, stratify=dataset.train.y,
+        x, _, y, _ = train_test_split(dataset.train.x, dataset.train.y, train_size=limit, stratify=strata,
                                       random_state=SPLIT_SEED)
     except ValueError:  # a class too small to stratify
         x, _, y, _ = train_test_split(dataset.train.x, dataset.train.y, train_size=limit, random_state=SPLIT_SEED)
-    return Dataset(f"{dataset.name}[train {limit}]", Split(x, y), dataset.valid, dataset.test, dataset.n_classes,
-                   dataset.class_names, dataset.source)
+    return dataclasses.replace(dataset, name=f"{dataset.name}[train {limit}]", train=Split(x, y))

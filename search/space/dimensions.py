@@ -103,6 +103,10 @@ class Dimension:
         """A searcher's ``value`` as a valid sampled value of this dimension (KerasTuner's can stray)."""
         return value
 
+    def encode(self, value: tuple[Any, ...]) -> Any:
+        """The sampled value that stands for the canonical ``value`` (one per key): ``decode``'s inverse."""
+        return value[0]
+
     def max_value(self, key: str) -> Any:
         """The largest value this dimension gives ``key``."""
         raise NotImplementedError
@@ -153,6 +157,9 @@ class _Options(Dimension):
 
     def contains(self, value: Any) -> bool:
         return label(value) in self.labels
+
+    def encode(self, value: tuple[Any, ...]) -> Any:
+        return self.label_of(value)
 
     def max_value(self, key: str) -> Any:
         index = self.keys.index(key)

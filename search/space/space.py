@@ -87,6 +87,30 @@ class Space:
                 config.setdefault(key, value)  # a key split over conditional dimensions: first active wins
         return config
 
+    def encode(self, config: Mapping[str, Any], *, budget: Iterable[str] = ()) -> dict[str, Any]:
+        """The searcher values (dimension name -> sampled value) of a config of this space: ``assemble``'s
+        inverse. A ``SpaceError`` says why a config is not a point of the space. Keys in ``budget`` that
+        the space does not sample (``epochs`` under ``--max-epochs``) take the space's value first."""
+        config = dict(config)
+        for key in budget:
+            fixed = [d for d in self.dimensions if key in d.keys and not d.sampled]
+            if not any(key in d.keys for d in self.dimensions):
+                config.pop(key, None)
+            elif fixed and not any(key in d.keys and d.sampled for d in self.dimensions):
+                config[key] = fixed[0].decode(None)[fixed[0].keys.index(key)]
+        self.validate_config(config)
+        values: dict[str, Any] = {}
+        chosen: dict[str, str] = {}
+        for dim in self.dimensions:
+            if not dim.is_active(chosen):
+                continue
+            canonical = tuple(config[k] for k in dim.keys)
+            if dim.categorical:
+                chosen[dim.name] = dim.label_of(canonical)
+            if dim.sampled:
+                values[dim.name] = dim.encode(canonical)
+        return values
+
     def sample(self, seed: int | random.Random | None = None) -> dict[str, Any]:
         """One config drawn at random; the same seed gives the same config."""
         rng = seed if isinstance(seed, random.Random) else random.Random(seed)

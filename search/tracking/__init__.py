@@ -11,13 +11,14 @@ The names below are the package's API; the tag constants are also here, so that
 ``tracking.ROLE`` reads as ``mlflow_tags.MLFLOW_PARENT_RUN_ID`` does in mlflow.
 """
 
-from search.tracking.models import check_model_name, load_keras_model, log_keras_model, transfer_source
+from search.tracking.models import check_model_name, load_keras_model, log_keras_model, register_model, transfer_source
 from search.tracking.ranking import rank_key
 from search.tracking.record import (
     ModelSource,
     SearchRecord,
     artifact_paths,
     config_of,
+    run_id_of,
     get_run,
     list_searches,
     metric_history,
@@ -49,6 +50,6 @@ from search.tracking.writer import Tracker
 __all__ = [
     "END_STATE", "FAIL_REASON", "NODE", "NODE_ID", "NOTE", "PARENT", "ROLE", "RUN_NAME", "SEARCH_NAME", "STOPPED_BY",
     "TRIAL_ID", "ModelSource", "SearchRecord", "model_source", "Tracker", "artifact_paths", "check_reachable", "client", "config_of", "experiment_id",
-    "check_model_name", "get_run", "git_commit", "list_searches", "load_keras_model", "log_keras_model", "metric_history", "rank_key", "transfer_source",
+    "check_model_name", "get_run", "git_commit", "list_searches", "load_keras_model", "log_keras_model", "metric_history", "register_model", "rank_key", "run_id_of", "transfer_source",
     "resolve_tracking_uri", "retrying",
 ]

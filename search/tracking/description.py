@@ -121,38 +121,53 @@ def _mean_std(mean: float, std: float) -> str:
 
 
 def retrain_section(*, experiment_id: str, entries: Sequence[Mapping[str, Any]], verdict: str, model_uri: str,
-                    registered: str | None = None) -> str:
-    """The ``Retrain`` section: test accuracy mean ± std per retrained config, seed runs linked.
+                    registered: str | None = None, ensemble: Mapping[str, Any] | None = None) -> str:
+    """The ``Retrain`` section: the test score's mean ± std per retrained config, seed runs linked.
 
-    Each entry: ``label``, ``trial_name``, ``trial_run_id``, ``accuracy_mean``, ``accuracy_std``,
-    ``loss_mean``, ``loss_std``, ``epochs`` and ``seeds`` (a list of ``{seed, run_id, test_accuracy}``).
+    Each entry: ``label``, ``trial_name``, ``trial_run_id``, ``score`` (``accuracy``; ``rmse`` for a
+    regressor), ``score_mean``, ``score_std``, ``loss_mean``, ``loss_std``, ``epochs`` and ``seeds``
+    (a list of ``{seed, run_id}``). ``ensemble`` holds ``test_<score>`` and ``test_loss``.
     """
-    rows = ["| | trial | test accuracy | test loss | epochs | seed runs |", "|---|---|---|---|---|---|"]
+    score = entries[0].get("score", "accuracy") if entries else "accuracy"
+    rows = [f"| | trial | test {score} | test loss | epochs | seed runs |", "|---|---|---|---|---|---|"]
     for e in entries:
         seeds = " ".join(run_link(experiment_id, s["run_id"], f"seed {s['seed']}") for s in e["seeds"])
         trial = run_link(experiment_id, e["trial_run_id"], str(e["trial_name"]).split(" ")[0])
-        rows.append(f"| {e['label']} | {trial} | **{_mean_std(e['accuracy_mean'], e['accuracy_std'])}** | "
+        rows.append(f"| {e['label']} | {trial} | **{_mean_std(e['score_mean'], e['score_std'])}** | "
                     f"{_mean_std(e['loss_mean'], e['loss_std'])} | {e['epochs']} | {seeds} |")
     n = len(entries[0]["seeds"]) if entries else 0
+    if ensemble:
+        link = run_link(experiment_id, ensemble["run_id"], "ensemble run")
+        loss = f"{ensemble['test_loss']:.4f}" if "test_loss" in ensemble else ""
+        rows.append(f"| deep ensemble of {ensemble['members']} | (the best's seeds) | **{ensemble[f'test_{score}']:.4f}** | "
+                    f"{loss} | | {link} |")
     lines = [f"Retrained on train+valid with {n} seed{'s' if n != 1 else ''}, scored on the test split "
-             "(mean ± std over seeds):", "", *rows, "", verdict, "", f"Model: `{model_uri}`"]
+             "(mean ± std over seeds):", "", *rows, "", verdict, "", f"Model: `{model_uri}` (the seed with the best test "
+             f"{score}, so its own test figure flatters it)"]
     if registered:
         lines[-1] += f", registered as `{registered}`"
+    if ensemble:
+        lines.append(f"Deep ensemble (the mean of the seeds' outputs, one Keras model): `{ensemble['model_uri']}`")
     return "\n".join(lines)
 
 
-EVALUATE_KEYS = (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"))
+EVALUATE_KEYS = (("accuracy", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"),
+                 ("auroc_max_prob", "AUROC of errors (max prob)"))
+REGRESSION_KEYS = (("rmse", "RMSE"), ("mae", "MAE"), ("r2", "R²"), ("nll", "NLL"), ("crps", "CRPS"),
+                   ("coverage_90", "90% coverage"), ("width_90", "90% width"))
 
 
 def evaluate_section(*, experiment_id: str, run_id: str, model_uri: str, dataset: str, samples: int,
                      metrics: Mapping[str, Mapping[str, float]], artifacts: Sequence[str] = (), note: str = "") -> str:
-    """The ``Evaluate`` section: MC dropout vs deterministic accuracy, NLL and ECE, the run and plots linked."""
-    head = ["| predictor | " + " | ".join(label for _, label in EVALUATE_KEYS) + " |",
-            "|---|" + "---|" * len(EVALUATE_KEYS)]
-    names = {"mc": f"MC dropout (T={samples})", "deterministic": "deterministic"}
-    for kind in ("mc", "deterministic"):
+    """The ``Evaluate`` section: each predictor's accuracy, NLL, ECE, Brier and AUROC (a regressor's RMSE,
+    MAE, R², NLL, CRPS and 90% interval); the run and plots linked."""
+    keys = REGRESSION_KEYS if any("rmse" in m for m in metrics.values()) else EVALUATE_KEYS
+    head = ["| predictor | " + " | ".join(label for _, label in keys) + " |", "|---|" + "---|" * len(keys)]
+    names = {"deterministic": "deterministic", "mc": f"MC dropout (T={samples})", "temperature": "temperature-scaled",
+             "ensemble": "deep ensemble", "ensemble_mc": "deep ensemble + MC dropout"}
+    for kind in names:
         if kind in metrics:
-            cells = [f"{metrics[kind][k]:.4f}" if is_finite(metrics[kind].get(k)) else "" for k, _ in EVALUATE_KEYS]
+            cells = [f"{metrics[kind][k]:.4f}" if is_finite(metrics[kind].get(k)) else "" for k, _ in keys]
             head.append(f"| {names[kind]} | " + " | ".join(cells) + " |")
     lines = [f"{run_link(experiment_id, run_id, 'evaluate run')} of `{model_uri}` on the {dataset} test split:", "", *head]
     if note:

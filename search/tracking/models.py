@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
+from search import scratch
 from search.errors import SearchError
 from search.tracking import tags
 from search.tracking.writer import Tracker
@@ -13,8 +13,9 @@ from search.tracking.writer import Tracker
 PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
 
 
-def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any, register: str | None = None) -> str:
-    """Log ``model`` with MLflow's Keras flavor (signature and input example) on ``run_id``; register it.
+def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any) -> str:
+    """Log ``model`` with MLflow's Keras flavor (signature and input example) on ``run_id``; tag the run with
+    its model URI (``register_model`` registers it).
 
     ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
     before creating the model folder), so the flavor is saved with ``save_model`` into a folder
@@ -25,18 +26,25 @@ def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any, reg
     from mlflow.models import infer_signature
 
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch.folder("model-") as folder:
         path = os.path.join(folder, tags.MODEL_FOLDER)
         os.makedirs(path)
         mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
         tracker._retry(lambda: tracker.mlflow.log_artifacts(run_id, path, tags.MODEL_FOLDER), "the model")
     model_uri = f"runs:/{run_id}/{tags.MODEL_FOLDER}"
-    if register:
-        mlflow.set_tracking_uri(tracker.uri)
-        version = mlflow.register_model(model_uri, register)
-        tracker.set_tags(run_id, {tags.REGISTERED_MODEL: f"models:/{register}/{version.version}"})
-    tracker.set_tags(run_id, {tags.MODEL_URI: model_uri, tags.BEST_SEED: "true"})
+    tracker.set_tags(run_id, {tags.MODEL_URI: model_uri})
     return model_uri
+
+
+def register_model(tracker: Tracker, run_id: str, name: str) -> str:
+    """Register the model logged on ``run_id`` as ``name`` in the Model Registry; tag the run with it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracker.uri)
+    version = mlflow.register_model(f"runs:/{run_id}/{tags.MODEL_FOLDER}", name)
+    registered = f"models:/{name}/{version.version}"
+    tracker.set_tags(run_id, {tags.REGISTERED_MODEL: registered})
+    return registered
 
 
 def load_keras_model(model_uri: str, tracking_uri: str) -> Any:
@@ -48,7 +56,7 @@ def load_keras_model(model_uri: str, tracking_uri: str) -> Any:
     mlflow.set_tracking_uri(tracking_uri)
     # Downloaded into a folder removed after loading: the model is in memory, the copy would leak.
     try:
-        with tempfile.TemporaryDirectory(prefix="search-model-") as folder:
+        with scratch.folder("model-") as folder:
             if model_uri.endswith(".keras"):
                 import keras
 

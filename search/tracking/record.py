@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from search import scratch
 from search.errors import TrackingError
 from search.tracking import tags
 from search.tracking.ranking import rank_key
@@ -34,6 +35,11 @@ def config_of(run: Run) -> dict[str, Any]:
         if key in vocab.KEYS:
             out[key] = None if text in ("None", "null") else vocab.parse_value(key, text)
     return out
+
+
+def run_id_of(model_uri: str) -> str | None:
+    """The run a ``runs:/RUN_ID/...`` model URI names; None for any other URI."""
+    return model_uri[len("runs:/"):].split("/")[0] if model_uri.startswith("runs:/") else None
 
 
 def list_searches(uri: str, experiment: str) -> list[Run]:
@@ -168,12 +174,11 @@ class SearchRecord:
 
     def artifact_text(self, path: str) -> str | None:
         """The text of the artifact ``path`` of the parent run, or None if it has none."""
-        import tempfile
         from pathlib import Path
 
         if path not in artifact_paths(self.uri, self.run_id):
             return None
-        with tempfile.TemporaryDirectory(prefix="search-artifact-") as folder:
+        with scratch.folder("artifact-") as folder:
             local = client(self.uri).download_artifacts(self.run_id, path, folder)
             return Path(local).read_text()
 
@@ -227,8 +232,8 @@ def model_source(uri: str, *, run_id: str | None = None, model_uri: str | None =
     with neither, the newest search's model."""
     if model_uri:
         run = None
-        if model_uri.startswith("runs:/"):
-            run = get_run(uri, model_uri[len("runs:/") :].split("/")[0])
+        if run_id_of(model_uri):
+            run = get_run(uri, run_id_of(model_uri))
             if run is None:
                 raise TrackingError(f"model URI {model_uri} names a run that does not exist in {uri}")
         record = SearchRecord.of_run(uri, run) if run is not None else None

@@ -48,22 +48,29 @@ STOPPED_BY = "search.stopped_by"  # who stopped a trial early ("scheduler")
 STOPPED_AT_EPOCH = "search.stopped_at_epoch"  # the last epoch a stopped trial ran
 BEST = "search.best"  # "true" on the best trial's run, which holds model/model.keras
 TRANSFER_FROM = "search.transfer_from"  # the model URI whose hidden layers the trial (or retrain) reused
+WARM_START_RUNS = "search.warm_start_runs"  # on the parent: the parent runs (comma-separated) whose trials seeded it
 
 # -- a retrain run ----------------------------------------------------------------------------
 RETRAIN_OF = "search.retrain_of"  # the trial run whose config was retrained
 SEED = "search.seed"  # the retrain seed
 RANK = "search.rank"  # "best" or "runner_up": which of the search's trials was retrained
-BEST_SEED = "search.best_seed"  # "true" on the seed run whose model was logged
+BEST_SEED = "search.best_seed"  # "true" on the seed run with the best test accuracy (the search's model)
+RANK_ENSEMBLE = "ensemble"  # RANK of the run that holds the deep ensemble of the best config's seeds
+ENSEMBLE_OF = "search.ensemble_of"  # on the ensemble run: its members' seed runs, comma-separated
+ENSEMBLE_RUN_ID = "search.ensemble_run_id"  # on the parent: the run holding the deep ensemble
 REGISTERED_MODEL = "search.registered_model"  # models:/NAME/VERSION, when --register was given
 
 # -- metrics ----------------------------------------------------------------------------------
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s")  # per epoch, step = epoch
+# Per epoch (step = epoch): each task's metrics, lr and epoch_time_s (search.tasks.recorded_epoch_keys).
 BEST_EPOCH = "best_epoch"  # on a trial: the epoch of its best metric
 EPOCHS_RUN = "epochs_run"  # on a trial: epochs it trained
 BEST_EPOCH_VAL_LOSS = "best_epoch_val_loss"  # on a trial: val_loss at BEST_EPOCH, the tie-breaker
 TRIALS = "trials"  # on the parent: trials in the search
 TRIALS_FAILED = "trials_failed"  # on the parent: trials that failed
 WALL_TIME_S = "wall_time_s"  # on the parent: the search's wall time
+WARM_START_TRIALS = "warm_start_trials"  # on the parent: earlier trials handed to the searcher (--warm-start)
+WARM_START_SKIPPED = "warm_start_skipped"  # on the parent: earlier trials left out (outside the space, no result)
+TEST_PREFIX = "test_"  # a retrain run's test scores: test_loss, test_accuracy; test_rmse, test_mae, test_r2
 TEST_ACCURACY = "test_accuracy"  # on a retrain run
 TEST_LOSS = "test_loss"  # on a retrain run
 

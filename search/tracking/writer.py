@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from search.errors import TrackingError
+from search.interrupts import interrupt_code
 from search.tracking import tags
 from search.tracking.description import set_section
 from search.tracking.store import client, retrying
@@ -220,7 +221,7 @@ class Tracker:
         try:
             yield run_id
         except BaseException as err:
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            status = "FAILED" if interrupt_code(err) is None else "KILLED"
             try:
                 self.end_run(run_id, status, {tags.FAIL_REASON: reason_of(err)})
             except Exception as write_err:  # noqa: BLE001 (the original error is the one to raise)

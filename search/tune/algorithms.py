@@ -18,6 +18,7 @@ from search.errors import SearchError
 
 if TYPE_CHECKING:
     from search.space import Space
+    from search.tune.warm_start import Evaluated
 
 PBT_KEYS = ("learning_rate", "dropout", "batch_size")
 ASHA_GRACE, ASHA_REDUCTION = 2, 3
@@ -36,6 +37,7 @@ class Plan:
     num_samples: int
     concurrency: int
     max_t: int  # the most epochs a trial trains
+    history: tuple[Evaluated, ...] = ()  # trials evaluated before (--warm-start), in this space
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class SearcherEntry:
     help: str
     factory: Callable[[Plan], Any]
     param_space: bool = False  # Ray samples the space itself (``space.to_ray()``); else the searcher owns it
+    learns: bool = True  # whether it learns from evaluated trials (--warm-start hands them over in the Plan)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class SchedulerEntry:
     checkpoint_every: Callable[[int], int] = lambda max_t: 0  # write a checkpoint every k epochs (0: best so far)
     checkpoint_share: float = CHECKPOINT_SHARE  # 0: write every improvement at once
     stops_at: Callable[[int], frozenset[int]] = lambda max_t: frozenset()  # epochs where it may stop a trial
+    coalesce: bool = True  # whether trials may coalesce short epochs into fewer reports (it decides only at stops_at)
 
 
 def unknown(kind: str, name: str, registry: Mapping[str, Any]) -> SearchError:
@@ -83,20 +87,44 @@ def _tpe(plan: Plan) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate/group TPE
     sampler = optuna.samplers.TPESampler(seed=plan.seed, multivariate=True, group=True, n_startup_trials=8)
-    return OptunaSearch(space=plan.space.to_optuna(), metric=plan.metric, mode=plan.mode, sampler=sampler)
+    if not plan.history:
+        return OptunaSearch(space=plan.space.to_optuna(), metric=plan.metric, mode=plan.mode, sampler=sampler)
+    # Ray's OptunaSearch takes evaluated points only for a space of distributions, not a define-by-run
+    # function; a study it loads can hold them, though: the same study, with the earlier trials in it.
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="optuna", direction=f"{plan.mode}imize")
+    study.add_trials(_optuna_trials(plan))
+    return OptunaSearch(space=plan.space.to_optuna(), metric=plan.metric, mode=plan.mode, sampler=sampler,
+                        storage=storage, study_name="optuna")
+
+
+def _optuna_trials(plan: Plan) -> list[Any]:
+    """The evaluated points as finished Optuna trials, with the distributions the define-by-run space gives them."""
+    import optuna
+
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=plan.seed),
+                                  direction=f"{plan.mode}imize")
+    define = plan.space.to_optuna()
+    for point in plan.history:
+        scratch.enqueue_trial(point.values)
+        trial = scratch.ask()
+        define(trial)
+        scratch.tell(trial, point.score)
+    return scratch.trials
 
 
 def _bayes(plan: Plan) -> Any:
     from search.tune.kerastuner import KerasTunerSearcher
 
     return KerasTunerSearcher(plan.space, metric=plan.metric, mode=plan.mode, seed=plan.seed,
-                              max_trials=max(plan.num_samples, 1))
+                              max_trials=max(plan.num_samples, 1) + len(plan.history),
+                              history=[(p.values, p.score) for p in plan.history])
 
 
 SEARCHERS: dict[str, SearcherEntry] = {
     e.name: e
     for e in (
-        SearcherEntry("random", "Ray's variant generator", _random, param_space=True),
+        SearcherEntry("random", "Ray's variant generator", _random, param_space=True, learns=False),
         SearcherEntry("tpe", "Optuna TPE", _tpe),
         SearcherEntry("bayes", "KerasTuner's Bayesian optimization", _bayes),
     )
@@ -123,14 +151,15 @@ def _fifo(plan: Plan) -> Any:
 def _asha(plan: Plan) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", max_t=plan.max_t, grace_period=min(ASHA_GRACE, plan.max_t),
+    # Schedulers count epochs, not reports: a report may carry several epochs (trainable.EARLIER).
+    return ASHAScheduler(time_attr="epoch", max_t=plan.max_t, grace_period=min(ASHA_GRACE, plan.max_t),
                          reduction_factor=ASHA_REDUCTION)
 
 
 def _hyperband(plan: Plan) -> Any:
     from ray.tune.schedulers import HyperBandScheduler
 
-    return HyperBandScheduler(time_attr="training_iteration", max_t=plan.max_t, reduction_factor=HYPERBAND_REDUCTION)
+    return HyperBandScheduler(time_attr="epoch", max_t=plan.max_t, reduction_factor=HYPERBAND_REDUCTION)
 
 
 def _pbt(plan: Plan) -> Any:
@@ -141,7 +170,7 @@ def _pbt(plan: Plan) -> Any:
         raise SearchError(
             f"pbt mutates {', '.join(PBT_KEYS)}, and space {plan.space.name} samples none of them; use another --scheduler"
         )
-    return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=pbt_interval(plan.max_t),
+    return PopulationBasedTraining(time_attr="epoch", perturbation_interval=pbt_interval(plan.max_t),
                                    hyperparam_mutations=mutations, synch=False)
 
 
@@ -150,9 +179,11 @@ SCHEDULERS: dict[str, SchedulerEntry] = {
     for e in (
         SchedulerEntry("fifo", "every trial runs all its epochs", _fifo),
         SchedulerEntry("asha", "asynchronous successive halving", _asha, stops_at=asha_milestones),
-        # HyperBand may stop or pause a trial at many points: every improvement is written at once.
-        SchedulerEntry("hyperband", "HyperBand brackets", _hyperband, checkpoint_share=0.0),
+        # HyperBand may stop or pause a trial at many points: every improvement is written at once, and
+        # every epoch is reported as it comes.
+        SchedulerEntry("hyperband", "HyperBand brackets", _hyperband, checkpoint_share=0.0, coalesce=False),
         # PBT explores by mutating its own population: Ray refuses a search algorithm beside it.
+        # PBT acts at its perturbation interval, where every trial writes (and so reports) a checkpoint.
         SchedulerEntry("pbt", "population-based training", _pbt, searchers=("random",), checkpoint_every=pbt_interval),
     )
 }

@@ -20,8 +20,28 @@ from ray.tune.result import SHOULD_CHECKPOINT
 
 from search.config import DEFAULTS
 from search.space import Space
+from search.tasks import recorded_epoch_keys
 from search.tracking import Tracker, tags
-from search.tune.trainable import trial_config
+from search.tune.trainable import EARLIER, trial_config
+
+
+def driver_callbacks(tracker: Tracker, space: Space, *, metric: str, mode: str, max_epochs: int | None,
+                     transfer_from: str | None, progress: Callable[[str], None] | None) -> list[tune.Callback]:
+    """A search's callbacks: the MLflow writer, Ray's ``result.json`` log and, with ``progress``, the live line.
+
+    MLflow is the record, so Ray's CSV and TensorBoard loggers are not added: the TensorBoard one
+    warned on every coalesced report (it cannot log a list), and each costs driver CPU per report.
+    """
+    import os
+
+    from ray.tune.logger import JsonLoggerCallback
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tuner.fit; the JSON one is passed here
+    callbacks: list[tune.Callback] = [MLflowCallback(tracker, space, metric=metric, mode=mode, max_epochs=max_epochs,
+                                                     transfer_from=transfer_from), JsonLoggerCallback()]
+    if progress:
+        callbacks.append(LiveView(metric, mode, progress))
+    return callbacks
 
 
 def run_name(index: int, cfg: Mapping[str, Any]) -> str:
@@ -45,6 +65,7 @@ class MLflowCallback(tune.Callback):
         self.metric = metric
         self.mode = mode
         self.max_epochs = max_epochs
+        self.epoch_keys = recorded_epoch_keys()  # once, off the per-result path: tasks register before a search
         self.flush_every_s = flush_every_s
         self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best metric, its epoch), from MLflow
         self.epochs: dict[str, int] = {}
@@ -70,10 +91,10 @@ class MLflowCallback(tune.Callback):
         run_id = self.tracker.runs.get(trial.trial_id)
         if run_id is None:
             return
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = {k: result[k] for k in tags.EPOCH_METRICS if k in result}
-        self.tracker.log_metrics(run_id, metrics, step=epoch)
-        self.epochs[trial.trial_id] = epoch
+        for row in epoch_rows(result):  # a coalesced report carries the epochs since the last one
+            epoch = int(row.get("epoch", row.get("training_iteration", 0)))
+            self.tracker.log_metrics(run_id, {k: row[k] for k in self.epoch_keys if k in row}, step=epoch)
+            self.epochs[trial.trial_id] = epoch
         node = (str(result.get("node_ip") or ""), str(result.get("node_id") or ""))
         if any(node) and self._node_tagged.get(trial.trial_id) != node:  # first result, or retried elsewhere
             self.tracker.set_tags(run_id, {tags.NODE: node[0], tags.NODE_ID: node[1]})
@@ -125,6 +146,11 @@ class MLflowCallback(tune.Callback):
         self.tracker.flush()
 
 
+def epoch_rows(result: dict) -> list[dict]:
+    """The epochs a result reports, oldest first: those it coalesced (``EARLIER``), then its own."""
+    return [*result.get(EARLIER, ()), result]
+
+
 def failure_reason(trial: Any) -> str:
     """The one line that says why a trial failed (the TrialFailed message, when there is one)."""
     text = ""
@@ -167,11 +193,12 @@ class LiveView(tune.Callback):
         return f"trials: {running} running, {pending} pending, {self.done} done, {self.failed} failed | {best}"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-                self.best = float(value)
-                self.best_name = trial.trial_id
+        for row in epoch_rows(result):
+            value = row.get(self.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+                    self.best = float(value)
+                    self.best_name = trial.trial_id
         if self.emit and time.monotonic() - self._last > 0.5:
             self.emit(self._line(trials))
             self._last = time.monotonic()

@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 import threading
 import weakref
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from keras_tuner.src.engine import trial as kt_trial_module
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import _has_unresolved_values
 
+from search import scratch
 from search.space import Space
 from search.tune.kt_oracle import NO_FAILURE_LIMIT, Oracle, TrialStatus, quiet, release
 
@@ -68,6 +68,8 @@ class KerasTunerSearcher(Searcher):
             default is three times the number of sampled dimensions.
         alpha: noise added to the kernel diagonal.
         beta: exploration weight of the upper-confidence-bound acquisition.
+        history: ``(values, score)`` of trials evaluated before (``--warm-start``); the oracle holds
+            them as completed trials from the start. They count towards ``max_trials``.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class KerasTunerSearcher(Searcher):
         num_initial_points: int | None = None,
         alpha: float = 1e-4,
         beta: float = 2.6,
+        history: list[tuple[dict[str, Any], float]] | None = None,
     ) -> None:
         _check_objective(metric, mode)
         if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32 - 1):
@@ -101,6 +104,7 @@ class KerasTunerSearcher(Searcher):
             "num_initial_points": num_initial_points,
             "alpha": float(alpha),
             "beta": float(beta),
+            "history": [(dict(values), float(score)) for values, score in history or ()],
         }
         self._init_runtime()
 
@@ -319,9 +323,17 @@ class KerasTunerSearcher(Searcher):
                 max_consecutive_failed_trials=NO_FAILURE_LIMIT,
             )
         oracle.verbose = 0  # the oracle's Display prints a table per trial otherwise
-        project_dir = tempfile.mkdtemp(prefix="kt-searcher-")
+        project_dir = scratch.make("kt-searcher-")
         oracle._set_project_dir(project_dir, "oracle")  # written to, never read back
         self._finalizer = weakref.finalize(self, release, project_dir, oracle)
+        for index, (values, score) in enumerate(s.get("history", ())):
+            hps = oracle.hyperparameters.copy()
+            hps.values.update(values)
+            trial = kt_trial_module.Trial(hps, trial_id=f"warm-{index:04d}", status=TrialStatus.COMPLETED)
+            trial.score, trial.best_step = score, 0
+            oracle.trials[trial.trial_id] = trial
+            oracle._id_to_hash[trial.trial_id] = oracle._compute_values_hash(hps.values)
+            oracle._record_values(trial)  # so a random step does not draw it again
         return oracle
 
     def _release_oracle(self) -> None:

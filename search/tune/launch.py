@@ -20,51 +20,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.errors import Interrupted, SearchError, SearchFailed, TrackingError
+from search import scratch
+from search.errors import Interrupted, SearchError, SearchFailed, TrackingError, cause_of
+from search.interrupts import interrupt_code, record
+from search.tasks import AUTO
 from search.tracking.writer import reason_of
 from search.tracking import SearchRecord, Tracker, check_reachable, resolve_tracking_uri, tags, transfer_source
 from search.tune.algorithms import SCHEDULERS, SEARCHERS, Plan, default_scheduler, make_scheduler, make_searcher
-from search.tune.options import LaunchOptions, validate
+from search.tune.options import LaunchOptions, default_name, settle_task, storage_root, validate
 from search.tune.results import Grid, SearchResult, replace_callbacks, summarize
 
 if TYPE_CHECKING:
     from search.data import Dataset
     from search.space import Space
+    from search.tune.warm_start import WarmStart
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def launch(opts: LaunchOptions, *, progress: Progress | None = None) -> SearchResult:
-    """Run a search and record it in MLflow; returns its summary."""
-    search = Search(opts, progress=progress)
+def launch(opts: LaunchOptions, *, progress: Progress | None = None, notice: Progress | None = None) -> SearchResult:
+    """Run a search and record it in MLflow; returns its summary. ``progress`` gets the live line,
+    ``notice`` one-line messages (what a warm start took)."""
+    search = Search(opts, progress=progress, notice=notice)
     search.start()
     return search.run()
-
-
-def default_name(space: str, dataset: str) -> str:
-    stem = Path(space).stem if space.endswith((".yaml", ".yml")) else space
-    data = Path(dataset).stem if Path(dataset).suffix else dataset
-    return f"{stem}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def storage_root(path: str | None) -> str:
-    """Where Ray keeps the experiment (trial results, checkpoints, searcher state)."""
-    root = path or os.environ.get("SEARCH_STORAGE_PATH") or str(Path.cwd() / "ray_results")
-    return root if "://" in root else str(Path(root).expanduser().resolve())
 
 
 class Search:
     """One search, from start to end; whatever happens after ``start``, its parent run is ended."""
 
-    def __init__(self, opts: LaunchOptions, *, progress: Progress | None = None) -> None:
+    def __init__(self, opts: LaunchOptions, *, progress: Progress | None = None,
+                 notice: Progress | None = None) -> None:
         self.opts = opts
         self.progress = progress
+        self.notice: Progress = notice or log.info  # one-line messages for the user (stderr in the CLI)
         self.started = time.perf_counter()
         self.space: Space
         self.dataset: Dataset
         self.uri = ""
-        self.name = opts.run.name or default_name(opts.search.space, opts.search.dataset)
+        self.name = opts.run.name or default_name(opts.search.space or "default", opts.search.dataset)
         self.root = storage_root(opts.run.storage_path)
         self.tracker: Tracker | None = None
         self.plan: Plan | None = None
@@ -73,6 +68,7 @@ class Search:
         self.record: SearchRecord | None = None  # --resume: the search being continued
         self.recorded_space: Space | None = None
         self.transfer: tuple[str, dict[str, Any]] | None = None  # (model URI, its hidden layers' weights)
+        self.warm: WarmStart | None = None  # --warm-start: the earlier trials handed to the searcher
 
     @property
     def resume_hint(self) -> str:
@@ -85,7 +81,7 @@ class Search:
         from search.tune.session import connect, resolve_concurrency
 
         validate(self.opts)
-        self.opts = self.opts.with_search(mode=self.opts.mode)
+        scratch.sweep()  # the scratch folders of searches and trials that were killed
         self.uri = resolve_tracking_uri(self.opts.tracking.tracking_uri)
         check_reachable(self.uri)
         self.tracker = Tracker(self.uri, self.opts.tracking.experiment, retry_s=self.opts.tracking.tracking_retry_s)
@@ -101,17 +97,32 @@ class Search:
         # does starting Ray, which mostly waits on the processes it starts: do both at once.
         opening = _InBackground(self.tracker.experiment_id)
         s = self.opts.search
-        connect(self.opts.resources.address, quiet=self.opts.run.quiet)
+        joined = connect(self.opts.resources.address, quiet=self.opts.run.quiet)
+        if joined:
+            self.notice(f"ray: joined the Ray already running at {joined} (`ray start`); `ray stop` ends it")
         concurrency = resolve_concurrency(self.opts.resources, s.num_samples)
         self.scheduler = s.scheduler or default_scheduler(s.num_samples, concurrency)
-        self.plan = Plan(space=self.space, metric=s.metric, mode=s.mode or "max", seed=s.seed,
-                         num_samples=s.num_samples, concurrency=concurrency,
-                         max_t=s.max_epochs or int(self.space.max_value("epochs")))
         opening.result()
         if not self.opts.run.resume and self.tracker.find_search(self.name) is not None:
             raise SearchError(f"a search named {self.name} already exists in experiment {self.opts.tracking.experiment!r}; "
                               "continue it with --resume, or pick another --name")
+        self._gather_warm_start()
+        self.plan = Plan(space=self.space, metric=s.metric, mode=s.mode or "max", seed=s.seed,
+                         num_samples=s.num_samples, concurrency=concurrency,
+                         max_t=s.max_epochs or int(self.space.max_value("epochs")),
+                         history=tuple(self.warm.points) if self.warm else ())
         self._open_parent()
+
+    def _gather_warm_start(self) -> None:
+        """--warm-start on a new search: the earlier trials that are points of this space, said on stderr.
+        (A resumed search's searcher comes back from Ray's state with them already in it.)"""
+        from search.tune.warm_start import gather
+
+        s = self.opts.search
+        if not s.warm_start or self.opts.run.resume:
+            return
+        self.warm = gather(self.uri, self.opts.tracking.experiment, s.warm_start, self.space, metric=s.metric)
+        self.notice(self.warm.summary())
 
     def _take_the_record(self) -> None:
         """--resume: the recorded search's settings and space, or why it cannot be resumed."""
@@ -129,21 +140,26 @@ class Search:
         self.recorded_space = recorded_space(self.record)
 
     def _load(self) -> None:
-        """The space and the dataset (a resumed search's as recorded, checked against its fingerprint)."""
+        """The dataset and the space (a resumed search's as recorded, the dataset checked against its fingerprint)."""
         from search.data import load_recorded, load_subset
         from search.space import load_space
 
         s = self.opts.search
-        self.space = self.recorded_space or load_space(s.space)
         # Loaded before Ray starts, so that a missing dataset is one line with nothing started. (Loading it in
         # a thread beside ray.init gained nothing on 2 cores: start-up there is CPU-bound; docs/benchmarks.md.)
         params = self.record.params if self.record is not None else {}
-        subset = {"classes": s.classes, "train_limit": s.train_limit}
+        subset = {"classes": s.classes, "train_limit": s.train_limit, "task": s.task}
         if params.get("dataset_source"):
             self.dataset = load_recorded(params["dataset_source"], params.get("dataset_fingerprint"),
                                          data_dir=s.data_dir, target=s.target, what=f"search {self.name}", **subset)
         else:
             self.dataset = load_subset(s.dataset, data_dir=s.data_dir, target=s.target, **subset)
+        self.opts = settle_task(self.opts, self.dataset.task)  # the task's space and metric, unless given
+        if s.task == AUTO and not self.opts.run.resume and Path(self.dataset.source).is_absolute():  # a file's
+            self.notice(f"task: {self.dataset.task} (inferred from the target of {self.dataset.name}; --task sets it)")
+        s = self.opts.search
+        self.name = self.opts.run.name or default_name(str(s.space), s.dataset)
+        self.space = self.recorded_space or load_space(str(s.space))
         if s.transfer_from:
             if int(self.space.max_value("reuse_layers")) < 1:
                 raise SearchError(f"--transfer-from {s.transfer_from}, but space {self.space.name} never sets "
@@ -159,12 +175,17 @@ class Search:
 
         assert self.tracker is not None and self.plan is not None
         kw = {"scheduler": self.scheduler, "concurrency": self.plan.concurrency, "max_t": self.plan.max_t}
+        warm = self.warm.summary().removeprefix("warm start: ") if self.warm else ""
         self.parent_run_id = self.tracker.start_search(
-            self.name, search_params(self.opts, self.dataset, **kw), search_tags(self.opts, self.space, self.dataset, **kw),
-            resume=self.opts.run.resume,
+            self.name, search_params(self.opts, self.dataset, **kw),
+            search_tags(self.opts, self.space, self.dataset, **kw, warm_start=warm), resume=self.opts.run.resume,
         )
         if not self.opts.run.resume:
             self.tracker.log_text(self.parent_run_id, self.space.source, tags.SPACE_ARTIFACT)
+        if self.warm is not None:
+            self.tracker.set_tags(self.parent_run_id, {tags.WARM_START_RUNS: ",".join(r.run_id for r in self.warm.searches)})
+            self.tracker.final_metrics(self.parent_run_id, {tags.WARM_START_TRIALS: len(self.warm.points),
+                                                            tags.WARM_START_SKIPPED: self.warm.skipped})
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -175,14 +196,16 @@ class Search:
             tuner = self._tuner()
             with quiet_ray_output(self.opts.run.quiet), _TermAsInterrupt() as term:
                 grid = Grid(tuner.fit())
-        except TrackingError as err:
-            # The callback gave up on MLflow: Tune stopped the trials and raised. Its last saved state
-            # (saved at each trial checkpoint) is what --resume continues; MLflow is not written again.
-            raise TrackingError(
-                f"{err}; the search stopped (Ray saved its state): once the tracking server at {self.uri} is back, "
-                f"continue it with {self.resume_hint}"
-            ) from None
         except BaseException as err:
+            # The callback gave up on MLflow: Tune stopped the trials and raised it (as it is, or inside a
+            # TuneError, depending on which event the callback was handling). Its last saved state (saved at
+            # each trial checkpoint) is what --resume continues; MLflow is not written again.
+            gave_up = cause_of(err, TrackingError)
+            if gave_up is not None:
+                raise TrackingError(
+                    f"{gave_up}; the search stopped (Ray saved its state): once the tracking server at {self.uri} "
+                    f"is back, continue it with {self.resume_hint}"
+                ) from None
             self.fail(err)
             raise
         assert self.tracker is not None
@@ -200,15 +223,13 @@ class Search:
     def _tuner(self) -> Any:
         from ray import tune
 
-        from search.tune.callbacks import LiveView, MLflowCallback
+        from search.tune.callbacks import driver_callbacks
         from search.tune.trainable import CHECKPOINT_SCORE, run_trial
 
         assert self.tracker is not None and self.plan is not None
         s, plan, entry = self.opts.search, self.plan, SCHEDULERS[self.scheduler]
-        callbacks = [MLflowCallback(self.tracker, self.space, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
-                                    transfer_from=self.transfer[0] if self.transfer else None)]
-        if self.progress:
-            callbacks.append(LiveView(s.metric, s.mode, self.progress))
+        callbacks = driver_callbacks(self.tracker, self.space, metric=s.metric, mode=s.mode, max_epochs=s.max_epochs,
+                                     transfer_from=self.transfer[0] if self.transfer else None, progress=self.progress)
         trainable = tune.with_resources(
             tune.with_parameters(
                 run_trial, space=self.space, dataset=self.dataset, max_epochs=s.max_epochs,
@@ -216,6 +237,7 @@ class Search:
                 checkpoint_every=self.opts.run.checkpoint_every or entry.checkpoint_every(plan.max_t),
                 checkpoint_share=entry.checkpoint_share, checkpoint_at=entry.stops_at(plan.max_t),
                 source=self.transfer[1] if self.transfer else None,
+                report_every_s=self.opts.run.report_every_s if entry.coalesce else 0.0, report_at=entry.stops_at(plan.max_t),
             ),
             {"cpu": self.opts.resources.cpus_per_trial, "gpu": self.opts.resources.gpus_per_trial},
         )
@@ -298,7 +320,7 @@ class Search:
         if self.tracker is None or self.parent_run_id is None:
             return
         reason = reason_of(err)
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        status = "FAILED" if interrupt_code(err) is None else "KILLED"
         try:
             for run in self.tracker.child_runs(role=tags.ROLE_TRIAL):
                 if run.info.status == "RUNNING":
@@ -326,6 +348,7 @@ class _TermAsInterrupt:
         import signal
 
         self.received = True
+        record(signum)
         os.kill(os.getpid(), signal.SIGUSR1)
 
     def __exit__(self, *exc: Any) -> None:

@@ -9,6 +9,7 @@ another ``--num-samples`` is refused too, with what to do instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +31,13 @@ RECORDED: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dataset": ("dataset", str),
     "data_dir": ("data_dir", lambda v: v or None),
     "target": ("target", str),
+    "task": ("task", str),
     "classes": ("classes", lambda v: v or None),
     "train_limit": ("train_limit", _optional_int),
     "num_samples": ("num_samples", int),
     "searcher": ("searcher", str),
     "transfer_from": ("transfer_from", lambda v: v or None),
+    "warm_start": ("warm_start", lambda v: tuple(json.loads(v)) if v else ()),
     "scheduler": ("scheduler", str),
     "metric": ("metric", str),
     "mode": ("mode", str),

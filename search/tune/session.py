@@ -18,13 +18,30 @@ from search.tune.options import Resources
 log = logging.getLogger(__name__)
 
 
-def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray."""
+def running_local_ray() -> str | None:
+    """The address of the Ray that ``ray start`` left running on this machine, if one answers: where
+    ``ray.init()`` with no address goes (Ray's lookup: ``$RAY_ADDRESS``, then this one)."""
+    import socket
+
+    try:
+        address = Path(tempfile.gettempdir(), "ray", "ray_current_cluster").read_text().strip()
+        host, _, port = address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return address
+    except (OSError, ValueError):
+        return None
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> str | None:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else the Ray that ``ray start`` left
+    running on this machine, else start a local Ray. Returns the address of a running local Ray it
+    joined (it skips Ray's start, about 5 s: docs/benchmarks.md), else None."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     address = address or os.environ.get("RAY_ADDRESS") or None
+    running = None if address else running_local_ray()
     if not log.isEnabledFor(logging.INFO):  # Ray's start-up notices (token auth, dashboard) are not results
         logging.getLogger("ray").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -35,7 +52,9 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
     runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3", "ABSL_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}}
     kwargs: dict[str, Any] = {
         "log_to_driver": log.isEnabledFor(logging.INFO),  # worker output only with -v
-        "logging_level": logging.WARNING,
+        # ray.init sets the "ray" logger to this level: WARNING would undo the ERROR above (its notices
+        # about token auth or unloggable values are not the user's results); -v shows them.
+        "logging_level": logging.INFO if log.isEnabledFor(logging.INFO) else logging.ERROR,
         "runtime_env": runtime_env,
     }
     if address:
@@ -48,10 +67,13 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
                 ray.init(address=address, **kwargs)
             if captured.text:
                 sys.stderr.write(captured.text)
+        elif running:
+            ray.init(address=running, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
     except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
-        raise ClusterError(_explain_connect_error(address, err)) from None
+        raise ClusterError(_explain_connect_error(address or running, err)) from None
+    return running
 
 
 def _check_listening(address: str, timeout: float = 5.0) -> None:

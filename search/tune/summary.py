@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search import scratch
 from search.errors import TrackingError
 from search.importance import record_importance
 from search.tracking import Tracker, git_commit, tags
@@ -37,8 +37,9 @@ def search_params(opts: LaunchOptions, dataset: Dataset, *, scheduler: str, conc
     return {
         "dataset_source": dataset.source, "dataset_fingerprint": dataset.fingerprint(),
         "max_epochs_option": s.max_epochs if s.max_epochs is not None else "",
-        "transfer_from": s.transfer_from or "", "classes": s.classes or "", "train_limit": s.train_limit if s.train_limit is not None else "",
-        "space": s.space, "dataset": s.dataset, "data_dir": s.data_dir or "", "target": s.target,
+        "transfer_from": s.transfer_from or "", "warm_start": json.dumps(list(s.warm_start)) if s.warm_start else "",
+        "classes": s.classes or "", "train_limit": s.train_limit if s.train_limit is not None else "",
+        "space": s.space, "dataset": s.dataset, "data_dir": s.data_dir or "", "target": s.target, "task": s.task,
         "num_samples": s.num_samples, "searcher": s.searcher, "scheduler": scheduler, "metric": s.metric,
         "mode": s.mode, "concurrency": concurrency, "cpus_per_trial": r.cpus_per_trial,
         "gpus_per_trial": r.gpus_per_trial, "max_epochs": max_t, "seed": s.seed,
@@ -46,7 +47,7 @@ def search_params(opts: LaunchOptions, dataset: Dataset, *, scheduler: str, conc
 
 
 def search_tags(opts: LaunchOptions, space: Space, dataset: Dataset, *, scheduler: str, concurrency: int,
-                max_t: int) -> dict[str, str]:
+                max_t: int, warm_start: str = "") -> dict[str, str]:
     """The parent run's tags: dataset, space, the description's overview, the git commit."""
     s, r = opts.search, opts.resources
     settings = {
@@ -57,6 +58,8 @@ def search_tags(opts: LaunchOptions, space: Space, dataset: Dataset, *, schedule
                   f"{r.cpus_per_trial:g} CPU / {r.gpus_per_trial:g} GPU each",
         "seed": str(s.seed),
     }
+    if warm_start:
+        settings["warm start"] = warm_start
     out = {
         tags.DATASET: dataset.name, tags.SPACE: space.name,
         tags.NOTE: search_overview(space=space.name, about=space.description, dimensions=len(space.sampled),
@@ -107,7 +110,7 @@ def log_report(tracker: Tracker, result: SearchResult) -> None:
         ordered = sorted(result.trials, key=lambda t: (started.get(t.run_id or "", math.inf), t.name))
         trials = [{"name": t.name, "run_id": t.run_id, "config": t.config, "value": t.metric, "state": t.state,
                    "best_epoch": t.best_epoch, "tie_break": t.tie_break} for t in ordered]
-        with tempfile.TemporaryDirectory() as folder:
+        with scratch.folder("summary-") as folder:
             files = plots.search_plots(trials, folder, metric=result.metric, mode=result.mode, defaults=vocab.DEFAULTS)
             for path in files:
                 tracker.log_artifact(parent, path, tags.PLOTS_FOLDER)

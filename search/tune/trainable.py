@@ -1,8 +1,12 @@
-"""The trainable, on the workers: one trial fits its config and reports every epoch to Ray Tune.
+"""The trainable, on the workers: one trial fits its config and reports its epochs to Ray Tune.
 
 ``run_trial`` is what Ray runs per trial. It assembles the trial config from the space, fits it
-with ``search.train.fit`` in a thread of its own, and reports each epoch (with a ``.keras``
-checkpoint where ``CheckpointPolicy`` says so). No MLflow here: the driver records the results.
+with ``search.train.fit`` in a thread of its own, and reports its epochs (with a ``.keras``
+checkpoint where ``CheckpointPolicy`` says so). Short epochs are coalesced: at most one report
+about every ``report_every_s``, each carrying the epochs since the last one under ``EARLIER``,
+so the driver records every epoch; epochs where a scheduler decides (``report_at``), epochs with
+a checkpoint, and the final epoch are always reported as they come. No MLflow here: the driver
+records the results.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import json
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -20,11 +23,14 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 
+from search import scratch
+
 if TYPE_CHECKING:
     from search.data import Dataset
     from search.space import Space
 
 CHECKPOINT_SCORE = "checkpoint_score"  # the metric value of the weights a reported checkpoint holds
+EARLIER = "earlier_epochs"  # a report's epochs before its own, since the last report (coalesced), oldest first
 _WORKER_CONFIGURED = False
 _DONE = object()
 
@@ -60,7 +66,8 @@ class CheckpointPolicy:
     scheduler may stop it). So the best checkpoint is always the best epoch's model, and a search
     interrupted in between resumes from an earlier best (as before, only from further back).
     Each checkpoint is reported with ``CHECKPOINT_SCORE``, the metric of the weights it holds, which
-    is what Ray ranks checkpoints by.
+    is what Ray ranks checkpoints by. Its folder is a ``search.scratch`` folder, removed once Ray
+    has taken it.
     """
 
     def __init__(self, cfg: Mapping[str, Any], *, metric: str, mode: str, every: int, share: float,
@@ -109,7 +116,7 @@ class CheckpointPolicy:
 
     def _write(self, model: Any, epoch: int) -> str:
         start = time.perf_counter()
-        folder = tempfile.mkdtemp(prefix="search-checkpoint-")
+        folder = scratch.make("checkpoint-")
         model.save(Path(folder, "model.keras"))
         Path(folder, "state.json").write_text(json.dumps({"epoch": epoch, "config": self.cfg}))
         self.cost = time.perf_counter() - start
@@ -141,9 +148,12 @@ def run_trial(
     checkpoint_share: float = 0.0,
     checkpoint_at: frozenset[int] = frozenset(),
     source: Mapping[str, list[Any]] | None = None,
+    report_every_s: float = 0.0,
+    report_at: frozenset[int] = frozenset(),
 ) -> None:
-    """One trial: fit the assembled config, reporting each epoch (with .keras checkpoints, see
-    ``CheckpointPolicy``).
+    """One trial: fit the assembled config, reporting its epochs (with .keras checkpoints, see
+    ``CheckpointPolicy``; coalesced to one report per ``report_every_s`` at most, except at the
+    epochs in ``report_at``, at checkpoints and at the end).
 
     ``tune.report`` blocks until the driver has taken the result and asked for the next one, a
     round trip through the driver's callbacks; so the fit runs in a thread of its own and hands
@@ -152,12 +162,13 @@ def run_trial(
     """
     _configure_worker(cpu_threads)
     cfg = trial_config(space, config, max_epochs)
+    scratch.sweep()  # checkpoints that killed workers on this node left behind
     policy = CheckpointPolicy(cfg, metric=metric, mode=mode, every=checkpoint_every, share=checkpoint_share,
                               at=checkpoint_at)
     # Nodes on one host share an IP; the node id tells them apart (and shows where a retried trial went).
     fitter = _Fitter(cfg, dataset, policy, tune.get_checkpoint(), ray.get_runtime_context().get_node_id(), source)
     try:
-        fitter.report_epochs()
+        fitter.report_epochs(every_s=report_every_s, at=report_at)
     finally:  # done, failed, or stopped by Ray (SystemExit from tune.report): end the fit thread first
         fitter.stop()
 
@@ -207,21 +218,37 @@ class _Fitter:
         except BaseException as err:  # noqa: BLE001 (handed to the reporting thread, which raises it)
             self.outbox.put(err)
 
-    def report_epochs(self) -> None:
-        """Report each epoch to Tune as the fit hands it over; raise what the fit raised."""
+    def report_epochs(self, *, every_s: float = 0.0, at: frozenset[int] = frozenset()) -> None:
+        """Report the epochs to Tune as the fit hands them over; raise what the fit raised.
+
+        An epoch is held back (and sent with the next report) when the last report was less than
+        ``every_s`` ago, unless it is the final epoch, holds a checkpoint, or is in ``at``; the first
+        epoch is always sent at once.
+        """
+        held: list[dict[str, Any]] = []
+        last = float("-inf")
         while True:
             item = self.outbox.get()
             if item is _DONE:
+                if held:  # the fit ended without a final row (it always has one): send what is held
+                    tune.report({**held[-1], EARLIER: held[:-1]})
                 return
             if isinstance(item, BaseException):
                 raise item
             row, folder, score, self.model = item
+            must = folder is not None or bool(row.get("final")) or int(row["epoch"]) in at or every_s <= 0
+            if not must and time.monotonic() - last < every_s:
+                held.append(row)
+                continue
+            report = {**row, EARLIER: held} if held else row
+            held = []
             try:
                 if folder is None:
-                    tune.report(row)
+                    tune.report(report)
                 else:
-                    tune.report({**row, CHECKPOINT_SCORE: score}, checkpoint=tune.Checkpoint.from_directory(folder))
+                    tune.report({**report, CHECKPOINT_SCORE: score}, checkpoint=tune.Checkpoint.from_directory(folder))
             finally:
+                last = time.monotonic()
                 if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
 

@@ -1,0 +1,193 @@
+"""Driver throughput: how many trial results per second the driver takes, with the MLflow writer on.
+
+A trainable that trains nothing and reports as fast as it can (each result the keys a real trial
+reports), 32 trials at once on a local Ray with 32 logical CPUs (on 2 real cores), run three
+ways in one process: plain Ray Tune as a user gets it (no callbacks of one's own; Ray's CSV, JSON
+and TensorBoard loggers); with a search's callbacks (``callbacks.driver_callbacks``: the
+``MLflowCallback`` and Ray's JSON logger only) writing every result to SQLite; and writing to an
+``mlflow server`` on loopback (SQLite behind it). The figure is the steady rate: results per
+second between the moment all 32 trials are running and the first one's end (starting 32 Python workers on 2 cores takes about a minute, which
+the overall rate includes); every result must be in MLflow.
+Then one search of 1,000 such trials into SQLite: every trial has its run and every epoch, and
+``search runs`` and ``search best`` are timed on that store, as whole processes.
+
+    python -m bench.bench_driver [--quick]
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ray import tune  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    main, close_env, environment, environment_line, finish, md_table, run_timed, search_cli, text_table, trial_runs, workdir,
+)
+
+PLAIN, SQLITE, SERVER = "plain Ray Tune, its default loggers", "search callbacks, SQLite", "search callbacks, mlflow server"
+SPACE = "description: one sampled key, for a trainable that trains nothing\nparams:\n  learning_rate: {float: [1.0e-3, 1.0e-1], log: true}\n"
+CONCURRENT = 32
+
+
+def reporter(config: dict[str, Any], *, results: int) -> None:
+    """Reports ``results`` epochs at once, with the keys a trial reports (no training)."""
+    x = float(config["learning_rate"])
+    for epoch in range(1, results + 1):
+        tune.report({"epoch": epoch, "loss": 1.0 / epoch, "accuracy": x, "val_loss": 1.0 / epoch,
+                     "val_accuracy": x * epoch / results, "lr": x, "epoch_time_s": 0.0, "final": float(epoch == results)})
+
+
+def fit(folder: Path, name: str, *, trials: int, results: int, uri: str | None) -> dict[str, Any]:
+    """One Tuner.fit; with ``uri``, through a search's callbacks into that store. Returns its figures."""
+    import os
+
+    from search.space import parse_space
+    from search.tracking import Tracker
+    from search.tune.callbacks import driver_callbacks
+
+    space = parse_space(SPACE, name="driver")
+    clock = _Clock()
+    callbacks, tracker = [clock], None
+    # Plain Ray Tune as a user gets it (its CSV, JSON and TensorBoard loggers); a search's own callbacks
+    # (the MLflow writer and Ray's result.json only), which set Ray's switch for the other loggers.
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+    if uri:
+        tracker = Tracker(uri, "driver")
+        tracker.start_search(name, {"trials": trials}, {})
+        callbacks = [*driver_callbacks(tracker, space, metric="val_accuracy", mode="max", max_epochs=None,
+                                       transfer_from=None, progress=None), clock]
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(reporter, results=results), {"cpu": 1}),
+        param_space=space.to_ray(),
+        tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=CONCURRENT, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(folder / "ray"), callbacks=callbacks, verbose=0,
+                                  progress_reporter=None, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    start = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - start
+    out = {"trials": trials, "results": trials * results, "wall_s": wall, "overall_per_s": trials * results / wall,
+           "per_s": clock.steady_rate(min(trials, CONCURRENT)), "errors": sum(r.error is not None for r in grid)}
+    if tracker is not None:
+        tracker.flush()
+        tracker.end_run(tracker.parent_run_id, "FINISHED")
+        runs = trial_runs(uri, tracker.parent_run_id)
+        mlc = tracker.mlflow
+        out["runs"] = len(runs)
+        out["complete"] = len(runs) == trials and all(
+            len(mlc.get_metric_history(r.info.run_id, "val_loss")) == results for r in runs[:50])
+        out["parent_run_id"] = tracker.parent_run_id
+    return out
+
+
+class _Clock(tune.Callback):
+    """A Tune callback that times results: the steady rate is the results per second between the moment
+    every trial of the first wave has reported and the first trial's end (all of them running)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.times: list[float] = []
+        self.done: float | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        now = time.perf_counter()
+        self.times.append(now)
+        self.first.setdefault(trial.trial_id, now)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done = self.done or time.perf_counter()
+
+    def steady_rate(self, wave: int) -> float:
+        started = sorted(self.first.values())[:wave]
+        if len(started) < wave or self.done is None or self.done <= started[-1]:
+            return float("nan")
+        lo, hi = started[-1], self.done
+        return sum(lo <= t <= hi for t in self.times) / (hi - lo)
+
+
+def _server(folder: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{folder}/server.db", "--host",
+                             "127.0.0.1", "--port", str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("mlflow server did not start in 120 s")
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import os
+    import signal
+
+    import ray
+
+    trials, results, big = (32, 300, 200) if quick else (32, 1000, 1000)
+    env = environment()
+    folder = workdir("driver")
+    sqlite = f"sqlite:///{folder}/mlflow.db"
+    ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    server, url = _server(folder)
+    try:
+        figures = {
+            PLAIN: fit(folder, "plain", trials=trials, results=results, uri=None),
+            SQLITE: fit(folder, "sqlite", trials=trials, results=results, uri=sqlite),
+            SERVER: fit(folder, "server", trials=trials, results=results, uri=url),
+        }
+        many = fit(folder, "thousand", trials=big, results=5, uri=f"sqlite:///{folder}/big.db")
+    finally:
+        ray.shutdown()
+        os.killpg(server.pid, signal.SIGTERM)
+    timings = {}
+    for command in ("runs", "best"):
+        timed = run_timed([search_cli(), command, "--tracking-uri", f"sqlite:///{folder}/big.db", "--experiment", "driver",
+                           "--json"], cwd=folder)
+        timings[command] = timed.wall_s
+    rows = [[k, v["results"], v["wall_s"], v["overall_per_s"], v["per_s"],
+             "" if "runs" not in v else ("yes" if v["complete"] else "NO")] for k, v in figures.items()]
+    ours = min(figures[SQLITE]["per_s"], figures[SERVER]["per_s"])
+    met = ours >= 500 and many["runs"] == big and many["complete"] and max(timings.values()) < 2.0
+    headline = (f"{figures[SQLITE]['per_s']:.0f} results/s into SQLite, "
+                f"{figures[SERVER]['per_s']:.0f} into a server (plain Ray Tune "
+                f"{figures[PLAIN]['per_s']:.0f}); {big} trials: `search runs` "
+                f"{timings['runs']:.1f} s, `search best` {timings['best']:.1f} s")
+    header = ["driver", "results", "fit wall s", "results/s overall", "results/s, all 32 running", "every result in MLflow"]
+    result = {"quick": quick, "env": close_env(env), "figures": figures, "thousand": many, "cli_s": timings,
+              "headline": headline, "met": met}
+    section = "\n".join([
+        __doc__.split("\n\n    python")[0].strip(),
+        "",
+        md_table(rows, header),
+        "",
+        f"{big} trials of 5 results into SQLite: {many['runs']} trial runs, every epoch recorded: "
+        f"{'yes' if many['complete'] else 'NO'} (checked on 50 runs); fit {many['wall_s']:.0f} s "
+        f"({many['per_s']:.0f} results/s). `search runs --json` answered in {timings['runs']:.2f} s and "
+        f"`search best --json` in {timings['best']:.2f} s, as whole processes (interpreter start and imports included).",
+        "",
+        f"Targets (issue #13): ≥ 500 results/s with every result in MLflow, both stores; 1,000 trials intact; "
+        f"`runs` and `best` under 2 s: **{'met' if met else 'not met'}**.",
+        "",
+        f"Command: `python -m bench.bench_driver{' --quick' if quick else ''}`. {environment_line(env)}",
+    ])
+    return finish("driver", result, section, title="Driver throughput", table=text_table(rows, header))
+
+
+if __name__ == "__main__":
+    main(__doc__, run)

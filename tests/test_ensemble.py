@@ -1,0 +1,160 @@
+"""Deep ensembles and temperature scaling: the ensemble model averages its members, retrain logs it, evaluate
+compares the predictors, and `mlflow models serve` answers a real request with it on loopback."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.calibration import fit_temperature, scaled
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_temperature_recovers_the_true_temperature_and_minimizes_the_nll() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(20000, 4))
+    y = np.array([rng.choice(4, p=p) for p in _softmax(logits / 2.0)])  # labels drawn at temperature 2
+    probs = _softmax(logits)  # an over-confident model: it believes temperature 1
+    t = fit_temperature(probs, y)
+    assert t == pytest.approx(2.0, rel=0.05)
+    grid = np.linspace(0.5, 4.0, 701)
+    nll = [-np.mean(np.log(_softmax(logits / g)[np.arange(len(y)), y])) for g in grid]  # straight from the logits
+    assert t == pytest.approx(grid[int(np.argmin(nll))], abs=0.01)
+    np.testing.assert_allclose(scaled(probs, 1.0), probs, atol=1e-9)
+    assert (scaled(probs, t).argmax(axis=1) == probs.argmax(axis=1)).all()  # accuracy never changes
+
+
+def test_the_ensemble_model_is_the_mean_of_its_members_and_saves_as_one_file(tmp_path: Path) -> None:
+    import keras
+
+    from pipelines.ensemble import ensemble_model, is_ensemble, members
+
+    def member(seed: int) -> Any:
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.3),
+                                 keras.layers.Dense(3, activation="softmax", name="output")])
+
+    parts = [member(s) for s in range(3)]
+    x = np.random.default_rng(1).normal(size=(7, 6)).astype("float32")
+    want = np.mean([m.predict(x, verbose=0) for m in parts], axis=0)
+    model = ensemble_model(parts)
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "e.keras")
+    back = keras.saving.load_model(tmp_path / "e.keras")
+    assert is_ensemble(back) and [m.name for m in members(back)] == ["member_0", "member_1", "member_2"]
+    np.testing.assert_allclose(back.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        ensemble_model(parts[:1])
+
+
+@pytest.fixture(scope="module")
+def retrained(search_store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A copy of the session's search store, retrained with 2 seeds and evaluated (MC T=5)."""
+    from pipelines.evaluate import evaluate
+    from pipelines.retrain import retrain
+
+    folder = tmp_path_factory.mktemp("ensemble")
+    shutil.copy(search_store["root"] / "mlflow.db", folder / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    result = retrain(tracking_uri=uri, parent_run=search_store["parent"], seeds=2)
+    evaluated = evaluate(tracking_uri=uri, run_id=result.best_seed_run_id, mc_samples=5)
+    return {"uri": uri, "retrain": result, "evaluate": evaluated, "folder": folder}
+
+
+def test_retrain_logs_every_seed_and_the_ensemble(retrained: dict[str, Any]) -> None:
+    from search import tracking
+    from search.data import load_subset, merge_train_valid
+    from search.tracking import tags
+
+    uri, result = retrained["uri"], retrained["retrain"]
+    ens = tracking.get_run(uri, result.ensemble.run_id)
+    seed_ids = [s.run_id for s in result.best.seeds]
+    assert ens.data.tags[tags.ENSEMBLE_OF].split(",") == seed_ids and ens.data.tags[tags.RANK] == "ensemble"
+    parent = tracking.get_run(uri, result.parent_run_id)
+    assert parent.data.tags[tags.ENSEMBLE_RUN_ID] == ens.info.run_id
+    # Independently: each seed's own logged model, averaged.
+    from search.train import prepare
+
+    test = prepare(result.best.config, merge_train_valid(load_subset("digits"))).test
+    probs = np.mean([tracking.load_keras_model(f"runs:/{r}/model", uri).predict(test.x, verbose=0) for r in seed_ids], axis=0)
+    accuracy = float(np.mean(probs.argmax(axis=1) == test.y))
+    loss = float(-np.mean(np.log(probs[np.arange(len(test.y)), test.y])))
+    assert ens.data.metrics["test_accuracy"] == pytest.approx(accuracy)
+    assert ens.data.metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
+    assert sum(r.data.tags.get(tags.BEST_SEED) == "true" for r in map(lambda i: tracking.get_run(uri, i), seed_ids)) == 1
+
+
+def test_evaluate_compares_the_five_predictors(retrained: dict[str, Any]) -> None:
+    from search import tracking
+
+    out = retrained["evaluate"]
+    assert set(out.metrics) == {"deterministic", "mc", "temperature", "ensemble", "ensemble_mc"}
+    assert out.metrics["ensemble"]["accuracy"] == pytest.approx(tracking.get_run(
+        retrained["uri"], retrained["retrain"].ensemble.run_id).data.metrics["test_accuracy"])
+    assert out.metrics["temperature"]["accuracy"] == out.metrics["deterministic"]["accuracy"]
+    local = tracking.client(retrained["uri"]).download_artifacts(out.run_id, "predictions.npz", str(retrained["folder"]))
+    with np.load(local) as f:
+        for kind in ("ensemble", "ensemble_mc", "temperature"):
+            probs = f[f"{kind}_probs"]
+            assert out.metrics[kind]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == f["labels"])))
+    ece = {k: v["ece"] for k, v in out.metrics.items()}
+    best = min(ece, key=ece.__getitem__)
+    from pipelines.predictors import LABELS
+
+    assert f"Best calibrated on the test split: **{LABELS[best]}** (ECE {ece[best]:.4f})" in out.verdict
+    assert math.isfinite(float(tracking.get_run(retrained["uri"], out.run_id).data.params["temperature"]))
+
+
+@pytest.mark.slow  # mlflow models serve in a real process, a real request on loopback
+def test_the_ensemble_serves_with_mlflow_models_serve(retrained: dict[str, Any], free_port: Any) -> None:
+    import os
+
+    from search import tracking
+    from search.data import load_subset, merge_train_valid
+
+    uri, model_uri = retrained["uri"], retrained["retrain"].ensemble.model_uri
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
+                             "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    from search.train import prepare
+
+    x = prepare(retrained["retrain"].best.config, merge_train_valid(load_subset("digits"))).test.x[:4].astype("float32")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow models serve did not answer in 180 s"
+                time.sleep(1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(
+            {"inputs": x.tolist()}).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.asarray(json.loads(response.read())["predictions"])
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    want = tracking.load_keras_model(model_uri, uri).predict(x, verbose=0)
+    np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-5)
