@@ -125,13 +125,15 @@ def _classification(job: Job, out: Path) -> Evaluated:
     from pipelines.predictors import calibration_verdict, predict_all
 
     single, ensemble = _single_and_ensemble(job)
-    temperature = _temperature(job.uri, job.source, job.data)
+    temperature = _temperature(job.uri, job.source, job.data, mc_samples=job.mc_samples, seed=job.seed)
     predictions = predict_all(single, job.test.x, mc_samples=job.mc_samples, seed=job.seed, ensemble=ensemble,
                               temperature=temperature, progress=job.progress)
     metrics = unc.summarize_predictors(predictions, job.test.y)
     extra = {"ensemble_members": len(ensemble) if len(ensemble) > 1 else 0}
     if temperature is not None:
         extra["temperature"] = temperature.value
+        if temperature.mc_value is not None:
+            extra["mc_temperature"] = temperature.mc_value
     return Evaluated(metrics, _artifacts(out, predictions, job.test.y, metrics),
                      int(predictions.get("mc", predictions["deterministic"]).shape[0]),
                      note="" if "mc" in predictions else NO_DROPOUT, verdict=calibration_verdict(metrics, temperature),
@@ -236,9 +238,10 @@ def _best_trial_model(uri: str, source: tracking.ModelSource) -> tuple[str, Any]
         return None
 
 
-def _temperature(uri: str, source: tracking.ModelSource, data: Any) -> Any:
+def _temperature(uri: str, source: tracking.ModelSource, data: Any, *, mc_samples: int, seed: int) -> Any:
     """Temperature scaling fitted where the retrained model never looked: the validation split, with the
-    search's best trial model (same config, trained on the train split only). None without one."""
+    search's best trial model (same config, trained on the train split only); MC dropout gets its own,
+    fitted on that model's MC predictive. None without a trial model."""
     from pipelines import mc_dropout as mc
     from pipelines.calibration import fit_temperature
     from pipelines.predictors import Temperature
@@ -251,9 +254,13 @@ def _temperature(uri: str, source: tracking.ModelSource, data: Any) -> Any:
     best, trial_model = trial
     valid = prepare(source.config, data).valid
     probs = two_class_if_binary(mc.deterministic_predict(trial_model, valid.x))
+    mc_value = None
+    if mc.has_dropout(trial_model):
+        samples = mc.mc_predict(trial_model, valid.x, samples=mc_samples, seed=seed, shared_masks=True).samples
+        mc_value = fit_temperature(two_class_if_binary(samples.mean(axis=0)), valid.y)
     return Temperature(fit_temperature(probs, valid.y),
                        f"the {len(valid.y)} validation examples, with the best trial's model {best} (trained on the "
-                       "train split only, so those examples are new to it)")
+                       "train split only, so those examples are new to it)", mc_value)
 
 
 def _data(params: Any, dataset: str | None, *, data_dir: str | None, target: str) -> Any:

@@ -1,7 +1,8 @@
 """The predictors ``search evaluate`` compares on the test split, and the plain-words verdict on them.
 
-For one model: the deterministic prediction, MC dropout (T samples), and the deterministic one
-with temperature scaling. For a deep ensemble of the search's seeds (``pipelines.ensemble``):
+For one model: the deterministic prediction, MC dropout (T samples), the deterministic one with
+temperature scaling, and MC dropout with a temperature of its own (Laves et al., 2019: averaging
+dropout samples softens the probabilities, so MC dropout needs its own T, most often below 1). For a deep ensemble of the search's seeds (``pipelines.ensemble``):
 the mean of the members' probabilities, and MC dropout on every member. Each predictor is an
 array of probability samples ``(S, N, K)``: S = 1 for a deterministic one, the members for the
 ensemble, members x T for the ensemble with MC dropout. Metrics: ``uncertainty.summarize_predictors``.
@@ -19,6 +20,7 @@ LABELS = {
     "deterministic": "deterministic",
     "mc": "MC dropout",
     "temperature": "temperature-scaled",
+    "mc_temperature": "MC dropout, temperature-scaled",
     "ensemble": "deep ensemble",
     "ensemble_mc": "deep ensemble + MC dropout",
 }
@@ -26,10 +28,11 @@ LABELS = {
 
 @dataclass
 class Temperature:
-    """A temperature and where it was fitted."""
+    """A temperature and where it was fitted; ``mc_value`` is MC dropout's own (None without dropout)."""
 
     value: float
     fitted_on: str  # in words: which model, on which split
+    mc_value: float | None = None
 
 
 def predict_all(model: Any, x: np.ndarray, *, mc_samples: int, seed: int, ensemble: Sequence[Any] = (),
@@ -52,6 +55,9 @@ def predict_all(model: Any, x: np.ndarray, *, mc_samples: int, seed: int, ensemb
         out["mc"] = mc.mc_predict(model, x, samples=mc_samples, seed=seed, shared_masks=True, progress=progress).samples
     if temperature is not None:
         out["temperature"] = scaled(two_class_if_binary(det), temperature.value)[None]
+        if "mc" in out and temperature.mc_value is not None:
+            # The temperature applies to the predictive (the samples' mean), as it was fitted.
+            out["mc_temperature"] = scaled(two_class_if_binary(out["mc"].mean(axis=0)), temperature.mc_value)[None]
     if len(ensemble) > 1:
         out["ensemble"] = np.stack([mc.deterministic_predict(m, x) for m in ensemble])
         if all(mc.has_dropout(m) for m in ensemble):
@@ -78,7 +84,7 @@ def calibration_verdict(metrics: Mapping[str, Mapping[str, float]], temperature:
     else:
         lines[0] += "."
     det = ece.get("deterministic")
-    for kind in ("mc", "temperature", "ensemble", "ensemble_mc"):
+    for kind in ("mc", "temperature", "mc_temperature", "ensemble", "ensemble_mc"):
         if kind in ece and det is not None:
             diff = ece[kind] - det
             word = "better" if diff < 0 else ("worse" if diff > 0 else "no different")
@@ -86,5 +92,6 @@ def calibration_verdict(metrics: Mapping[str, Mapping[str, float]], temperature:
                          f"(ECE {ece[kind]:.4f} vs {det:.4f}, {diff:+.4f}); NLL {metrics[kind]['nll']:.4f} vs "
                          f"{metrics['deterministic']['nll']:.4f}.")
     if temperature is not None:
-        lines.append(f"Temperature T = {temperature.value:.3f}, fitted on {temperature.fitted_on}.")
+        mc_t = "" if temperature.mc_value is None else f" (MC dropout's own: {temperature.mc_value:.3f})"
+        lines.append(f"Temperature T = {temperature.value:.3f}{mc_t}, fitted on {temperature.fitted_on}.")
     return " ".join(lines)

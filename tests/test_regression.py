@@ -79,8 +79,11 @@ def test_a_gaussian_nll_net_learns_the_noise_and_its_90_percent_intervals_cover_
         return Split(x, (3 * np.sin(x[:, 0]) + 2 + rng.normal(0, 0.5, n)).astype(np.float32))
 
     data = Dataset("synthetic-sine", split(1500), split(300), split(1000), 0, None, task="regression")
+    # Trained to convergence (a plateau schedule, patience 20): an under-fit mean leaves its misfit to the
+    # variance head, and the test would measure the fit rather than the noise. Over seeds 0-5 this gives
+    # aleatoric std 0.51-0.53 and 90% coverage 0.906-0.914 (patience 10 without a schedule: 0.49-0.68).
     cfg = {"loss": "gaussian_nll", "n_hidden": 2, "n_neurons": 64, "learning_rate": 0.01, "batch_size": 64,
-           "epochs": 60, "patience": 10}
+           "epochs": 100, "patience": 20, "lr_schedule": "plateau", "schedule_factor": 0.3, "schedule_patience": 5}
     result = fit(cfg, data, seed=0)
     out = mc.deterministic_predict(result.model, data.test.x, raw=True)
     p = reg.predictive(out[None])
