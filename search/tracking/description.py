@@ -164,7 +164,7 @@ def evaluate_section(*, experiment_id: str, run_id: str, model_uri: str, dataset
     keys = REGRESSION_KEYS if any("rmse" in m for m in metrics.values()) else EVALUATE_KEYS
     head = ["| predictor | " + " | ".join(label for _, label in keys) + " |", "|---|" + "---|" * len(keys)]
     names = {"deterministic": "deterministic", "mc": f"MC dropout (T={samples})", "temperature": "temperature-scaled",
-             "ensemble": "deep ensemble", "ensemble_mc": "deep ensemble + MC dropout"}
+             "mc_temperature": "MC dropout, temperature-scaled", "ensemble": "deep ensemble", "ensemble_mc": "deep ensemble + MC dropout"}
     for kind in names:
         if kind in metrics:
             cells = [f"{metrics[kind][k]:.4f}" if is_finite(metrics[kind].get(k)) else "" for k, _ in keys]
