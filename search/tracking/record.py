@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 MAX_RESULTS = 50000
+BEST_PAGE = 100  # trials ``best_trial`` asks the store for, best first
 
 
 def config_of(run: Run) -> dict[str, Any]:
@@ -162,11 +163,26 @@ class SearchRecord:
                                                      r.info.run_name or "", self.mode))
 
     def best_trial(self) -> Run:
-        """The best trial; a ``TrackingError`` when no trial scored."""
-        trials = self.ranked_trials()
-        if not trials:
+        """The best trial, as ``ranked_trials()[0]``; a ``TrackingError`` when no trial scored.
+
+        The store sorts by the metric and sends one page (NaN and missing values sort last in either
+        direction), and ``rank_key`` breaks ties inside it, so a 1,000-trial search does not load every
+        run. When the best value's ties may run past the page, or the page holds no finite value, it
+        ranks them all.
+        """
+        key = tags.best_metric(self.metric)
+        filt = f"tags.`{tags.PARENT}` = '{self.run_id}' and tags.`{tags.ROLE}` = '{tags.ROLE_TRIAL}'"
+        page = list(client(self.uri).search_runs(
+            [self.experiment_id], filter_string=filt, max_results=BEST_PAGE,
+            order_by=[f"metrics.`{key}` {'DESC' if self.mode == 'max' else 'ASC'}"]))
+        scored = [r for r in page if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
+        values = [r.data.metrics[key] for r in page if key in r.data.metrics]
+        if len(page) == BEST_PAGE and (not scored or values[-1] == scored[0].data.metrics[key]):
+            scored = self.ranked_trials()
+        if not scored:
             raise TrackingError(f"search {self.name} has no finished trial with {self.metric}")
-        return trials[0]
+        return min(scored, key=lambda r: rank_key(r.data.metrics[key], r.data.metrics.get(tags.BEST_EPOCH_VAL_LOSS),
+                                                  r.info.run_name or "", self.mode))
 
     def score(self, trial: Run) -> float:
         """A trial's value of the search metric (its best epoch's)."""
