@@ -2,7 +2,7 @@
 
 For one model: the deterministic prediction, MC dropout (T samples), the deterministic one with
 temperature scaling, and MC dropout with a temperature of its own (Laves et al., 2019: averaging
-dropout samples softens the probabilities, so MC dropout needs its own T, most often below 1). For a deep ensemble of the search's seeds (``pipelines.ensemble``):
+dropout samples softens the probabilities, so MC dropout needs its own T, lower than the other). For a deep ensemble of the search's seeds (``pipelines.ensemble``):
 the mean of the members' probabilities, and MC dropout on every member. Each predictor is an
 array of probability samples ``(S, N, K)``: S = 1 for a deterministic one, the members for the
 ensemble, members x T for the ensemble with MC dropout. Metrics: ``uncertainty.summarize_predictors``.
