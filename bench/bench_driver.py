@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ray import tune  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    main, close_env, environment, environment_line, finish, md_table, run_timed, search_cli, text_table, trial_runs, workdir,
+    main, close_env, environment, command_line, finish, md_table, run_timed, search_cli, text_table, trial_runs, workdir,
 )
 
 PLAIN, SQLITE, SERVER = "plain Ray Tune, its default loggers", "search callbacks, SQLite", "search callbacks, mlflow server"
@@ -184,7 +184,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"Targets (issue #13): ≥ 500 results/s with every result in MLflow, both stores; 1,000 trials intact; "
         f"`runs` and `best` under 2 s: **{'met' if met else 'not met'}**.",
         "",
-        f"Command: `python -m bench.bench_driver{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_driver", quick, env),
     ])
     return finish("driver", result, section, title="Driver throughput", table=text_table(rows, header))
 

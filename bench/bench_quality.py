@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    main, CHILD_ENV, close_env, environment, environment_line, finish, md_table, run_timed, search_cli, text_table, workdir,
+    main, CHILD_ENV, close_env, environment, command_line, targets_line, finish, md_table, run_timed, search_cli, text_table, workdir,
 )
 
 
@@ -146,9 +146,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "",
         md_table(calib, ["predictor", "accuracy", "NLL", "ECE", "Brier", "AUROC of errors"]),
         "",
-        "Targets (issue #14): " + "; ".join(f"{k}: **{'met' if v else 'not met'}**" for k, v in checks.items()) + ".",
+        targets_line(14, checks),
         "",
-        f"Command: `python -m bench.bench_quality{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_quality", quick, env),
     ])
     return finish("quality", result, section, title="Quality", table=text_table(rows, header))
 

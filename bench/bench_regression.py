@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    CHILD_ENV, close_env, environment, environment_line, finish, main, md_table, run_timed, search_cli, text_table, workdir,
+    CHILD_ENV, close_env, environment, command_line, targets_line, finish, main, md_table, run_timed, search_cli, text_table, workdir,
 )
 
 
@@ -104,9 +104,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "",
         md_table(calib, ["predictor", "RMSE", "MAE", "R²", "NLL", "CRPS", "50% cov.", "90% cov.", "95% cov.", "90% width"]),
         "",
-        "Targets (issue #15): " + "; ".join(f"{k}: **{'met' if v else 'not met'}**" for k, v in checks.items()) + ".",
+        targets_line(15, checks),
         "",
-        f"Command: `python -m bench.bench_regression{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_regression", quick, env),
     ])
     return finish("regression", result, section, title="Regression", table=text_table(rows, header))
 

@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    main, close_env, environment, environment_line, finish, md_table, text_table, trial_runs, workdir,
+    main, close_env, environment, command_line, finish, md_table, text_table, trial_runs, workdir,
 )
 
 
@@ -91,7 +91,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"Target (issue #13): driver CPU per reported epoch at least halved: **{'met' if met else 'not met'}** "
         f"({ratio:.2f}×).",
         "",
-        f"Command: `python -m bench.bench_reports{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_reports", quick, env),
     ])
     return finish("reports", result, section, title="Report coalescing", table=text_table(rows, header))
 

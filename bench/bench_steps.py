@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import close_env, environment, environment_line, finish, md_table, text_table  # noqa: E402
+from bench.common import close_env, environment, command_line, finish, md_table, text_table  # noqa: E402
 
 CONFIG = {"n_hidden": 2, "n_neurons": 128, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32,
           "dropout": 0.1, "patience": 100}
@@ -81,7 +81,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         f"Config: {CONFIG}, TF with 1 intra-op thread (a trial's share). Figures: the faster of two alternated "
         "runs of each setting, median epoch after the first.",
         "",
-        f"Command: `python -m bench.bench_steps{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_steps", quick, env),
     ])
     return finish("steps", result, section, title="Steps per execution", table=text_table(rows, header))
 

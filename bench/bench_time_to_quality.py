@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    PY, SPACES, close_env, environment, environment_line, finish, main, md_table, run_timed, search_cli, text_table,
+    PY, SPACES, close_env, environment, command_line, targets_line, finish, main, md_table, run_timed, search_cli, text_table,
     trial_runs, workdir,
 )
 
@@ -133,8 +133,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "Fixed cost of `search launch` on the first workload (from MLflow's run times): process start to the first "
         "trial's start, the last trial's end to exit, and their sum (the wall minus the trial phase):", "",
         md_table(fixed, ["", "to first trial (s)", "after last trial (s)", "fixed cost (s)"]), "",
-        "Targets (issue #13): " + "; ".join(f"{k}: **{'met' if v else 'not met'}**" for k, v in checks.items()) + ".", "",
-        f"Command: `python -m bench.bench_time_to_quality{' --quick' if quick else ''}`. {environment_line(env)}",
+        targets_line(13, checks), "",
+        command_line("bench_time_to_quality", quick, env),
     ])
     return finish("time_to_quality", result, section, title="Time to quality",
                   table=text_table(table(big) + table(small), header))

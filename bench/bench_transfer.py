@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import close_env, environment, environment_line, finish, md_table, text_table, main  # noqa: E402
+from bench.common import close_env, environment, command_line, finish, md_table, text_table, main  # noqa: E402
 
 NET = {"n_hidden": 2, "n_neurons": 64, "activation": "elu", "initializer": "he_normal", "optimizer": "adam",
        "learning_rate": 3e-3, "batch_size": 16, "patience": 10}
@@ -88,7 +88,7 @@ def render(result: dict[str, Any]) -> dict[str, Any]:
         + ". Training from scratch stops earliest (early stopping on the 8/9 validation split); with copied layers "
         "the validation loss keeps improving for longer.",
         "",
-        f"Command: `python -m bench.bench_transfer{' --quick' if result['quick'] else ''}`. {environment_line(env)}",
+        command_line("bench_transfer", result['quick'], env),
     ])
     return finish("transfer", result, section, title="Transfer", table=text_table(rows, header))
 

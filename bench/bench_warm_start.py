@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
-    main, close_env, environment, environment_line, finish, md_table, text_table, trial_runs, workdir,
+    main, close_env, environment, command_line, finish, md_table, text_table, trial_runs, workdir,
 )
 
 SPACE = "quick"
@@ -104,7 +104,7 @@ def render(result: dict[str, Any]) -> dict[str, Any]:
         + " The earlier best is itself the maximum of 16 noisy validation scores, so reaching it exactly is a high bar; "
         "the 0.5-point column is the steadier measure.",
         "",
-        f"Command: `python -m bench.bench_warm_start{' --quick' if quick else ''}`. {environment_line(env)}",
+        command_line("bench_warm_start", quick, env),
     ])
     return finish("warm_start", result, section, title="Warm start", table=text_table(rows, header))
 
