@@ -16,14 +16,9 @@ from typing import Any
 
 import numpy as np
 
-LABELS = {
-    "deterministic": "deterministic",
-    "mc": "MC dropout",
-    "temperature": "temperature-scaled",
-    "mc_temperature": "MC dropout, temperature-scaled",
-    "ensemble": "deep ensemble",
-    "ensemble_mc": "deep ensemble + MC dropout",
-}
+from search.tracking import tags
+
+LABELS = tags.PREDICTORS  # each predictor's name in words
 
 
 @dataclass

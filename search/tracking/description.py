@@ -22,6 +22,7 @@ from search.plots.numbers import (
     is_finite,
     short_number,
 )
+from search.tracking import tags
 from search.tracking.ranking import rank_key
 
 SECTIONS = ("Best trial", "Importance", "Retrain", "Evaluate")
@@ -163,8 +164,7 @@ def evaluate_section(*, experiment_id: str, run_id: str, model_uri: str, dataset
     MAE, R², NLL, CRPS and 90% interval); the run and plots linked."""
     keys = REGRESSION_KEYS if any("rmse" in m for m in metrics.values()) else EVALUATE_KEYS
     head = ["| predictor | " + " | ".join(label for _, label in keys) + " |", "|---|" + "---|" * len(keys)]
-    names = {"deterministic": "deterministic", "mc": f"MC dropout (T={samples})", "temperature": "temperature-scaled",
-             "mc_temperature": "MC dropout, temperature-scaled", "ensemble": "deep ensemble", "ensemble_mc": "deep ensemble + MC dropout"}
+    names = {**tags.PREDICTORS, "mc": f"MC dropout (T={samples})"}
     for kind in names:
         if kind in metrics:
             cells = [f"{metrics[kind][k]:.4f}" if is_finite(metrics[kind].get(k)) else "" for k, _ in keys]

@@ -74,6 +74,15 @@ TEST_PREFIX = "test_"  # a retrain run's test scores: test_loss, test_accuracy; 
 TEST_ACCURACY = "test_accuracy"  # on a retrain run
 TEST_LOSS = "test_loss"  # on a retrain run
 
+# Evaluate's predictors: the prefix of an evaluate run's metrics (``mc_ece``, ``ensemble_nll``) -> its name in words.
+PREDICTORS = {
+    "deterministic": "deterministic",
+    "mc": "MC dropout",
+    "temperature": "temperature-scaled",
+    "mc_temperature": "MC dropout, temperature-scaled",
+    "ensemble": "deep ensemble",
+    "ensemble_mc": "deep ensemble + MC dropout",
+}
 
 def best_metric(metric: str) -> str:
     """The summary metric of ``metric``: a trial's best epoch value, and the parent's best trial's."""
