@@ -6,7 +6,7 @@ defaults, run as a whole process: 16 TPE trials over the `default` space, the be
 3 seeds, evaluated with MC dropout (T=100), the deep ensemble of the seeds and temperature scaling.
 Baselines, in the same run: scikit-learn's `MLPClassifier()` with its defaults (3 seeds),
 `SVC(C=10)` and `LogisticRegression`, on the same pixels; and KerasTuner's `RandomSearch` over the
-same space with the same budget (16 trials of up to 20 epochs, early stopping with the trial's
+same space with the same budget (16 trials of up to 40 epochs, early stopping with the trial's
 patience), its best config retrained the way `search retrain` does it (train+valid, the best
 trial's epochs, 3 seeds, and their ensemble).
 

@@ -167,7 +167,8 @@ def mc_predict_naive(model: keras.Model, x: np.ndarray, *, samples: int = 100, b
     The baseline :func:`mc_predict` is benchmarked against. ``batch_size=None`` feeds the
     whole array at once, as the notebooks did. Note that ``training=True`` also puts batch
     norm in training mode (batch statistics, and moving statistics updated), so for models
-    with batch norm this samples a different distribution than :func:`mc_predict`.
+    with batch norm (or shifted image inputs, ``augment_shift``) this samples a different
+    distribution than :func:`mc_predict`.
     """
     import keras
 

@@ -131,6 +131,9 @@ _KEYS = (
     Key("loss", str, AUTO, "regression loss: mse, huber (delta one target std) or gaussian_nll (a mean and "
         "log-variance head); auto: mse for regression, cross-entropy for classification",
         choices=("mse", "huber", "gaussian_nll"), auto=True),
+    Key("augment_shift", float, 0.0, "image inputs: shift each training image at random by up to this fraction "
+        "of its height and width (Keras RandomTranslation; off at inference); auto: one pixel for image inputs, "
+        "none for flat features", check=lambda v: 0 <= v < 0.5, rule="0 <= value < 0.5", auto=True),
     Key("batch_size", int, 32, "mini-batch size", check=_positive, rule="value > 0"),
     Key("standardize", bool, False, "standardize inputs with training statistics"),
     Key("epochs", int, 20, "maximum training epochs", check=_positive, rule="value > 0"),

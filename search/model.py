@@ -1,7 +1,7 @@
 """Build a compiled Keras model (a classifier or a regressor) from one trial config.
 
 ``build_model`` turns a flat trial config (the canonical keys of ``search.config``) into a
-``keras.Sequential`` MLP: input, ``Flatten``, optional input batch norm, ``n_hidden`` hidden
+``keras.Sequential`` MLP: input, optional random shifts of image inputs (training only), ``Flatten``, optional input batch norm, ``n_hidden`` hidden
 layers and the task's head (``search.tasks``), compiled with the configured optimizer and learning-rate
 schedule. The techniques it covers are the ones of Géron's *Hands-On Machine Learning*,
 chapters 10 and 11: activations and initializers, batch normalization before or after the
@@ -15,7 +15,7 @@ and trained in a notebook with Keras alone.
 
 Layer names, in order (``i`` counts hidden layers from 1)::
 
-    flatten, [input_bn],
+    [augment_channels, augment_shift] (image inputs with augment_shift), flatten, [input_bn],
     per hidden layer:
       batch_norm none:   dense_i, [prelu_i], [dropout_i]
       batch_norm before: dense_i (no bias, no activation), bn_i, act_i | prelu_i, [dropout_i]
@@ -48,6 +48,7 @@ __all__ = [
     "MeanMAE",
     "MeanRMSE",
     "OneCycle",
+    "augment_fraction",
     "build_model",
     "build_optimizer",
     "build_schedule",
@@ -121,6 +122,8 @@ def build_model(
         keras.utils.set_random_seed(seed)
     model = keras.Sequential(name="mlp")
     model.add(keras.Input(shape=tuple(input_shape)))
+    for layer in _augment_layers(cfg, tuple(input_shape), seed):
+        model.add(layer)
     model.add(keras.layers.Flatten(name="flatten"))
     if cfg.input_batch_norm:
         model.add(keras.layers.BatchNormalization(momentum=float(cfg.bn_momentum), name="input_bn"))
@@ -131,6 +134,43 @@ def build_model(
         model.add(layer)
     compile_model(model, cfg, out, steps_per_epoch=steps_per_epoch)
     return model
+
+
+def augment_fraction(config: Mapping[str, Any], input_shape: tuple[int, ...]) -> float:
+    """The largest random shift, as a fraction of height and width: ``augment_shift``, or with ``auto``
+    one pixel (of the shorter side) for image inputs and 0 for flat features.
+
+    Image inputs are 2-D (height, width) or 3-D (height, width, channels). An explicit shift on
+    flat features is a mistake (there is no neighbouring pixel to shift to), so it is refused.
+    """
+    value = TrialConfig.of(config).augment_shift
+    image = len(input_shape) in (2, 3)
+    if value == AUTO:
+        return 1.0 / min(input_shape[0], input_shape[1]) if image else 0.0
+    if value > 0 and not image:
+        raise ConfigError(f"augment_shift={value} needs image inputs (height, width[, channels]), but the inputs "
+                          f"have shape {tuple(input_shape)}; set augment_shift: 0 (or auto) for flat features")
+    return float(value)
+
+
+def _augment_layers(cfg: TrialConfig, input_shape: tuple[int, ...], seed: int | None) -> list[keras.layers.Layer]:
+    """``RandomTranslation`` by up to ``augment_fraction``, on a channels view of 2-D images.
+
+    Keras applies it in training only: ``predict``, ``evaluate``, serving and MC dropout (which
+    calls every other layer with ``training=False``) see the images as they are. Like every Keras
+    random preprocessing layer, a bare ``model(x)`` with no ``training`` argument counts as
+    training. The emptied border repeats the nearest edge pixel, which is right whether or not
+    the inputs are standardized.
+    """
+    fraction = augment_fraction(cfg, input_shape)
+    if fraction == 0:
+        return []
+    layers: list[keras.layers.Layer] = []
+    if len(input_shape) == 2:
+        layers.append(keras.layers.Reshape((*input_shape, 1), name="augment_channels"))
+    layers.append(keras.layers.RandomTranslation(fraction, fraction, fill_mode="nearest", interpolation="nearest",
+                                                 seed=seed, name="augment_shift"))
+    return layers
 
 
 def compile_model(model: keras.Model, config: Mapping[str, Any], output: int | Output, *, steps_per_epoch: int = 1,

@@ -540,6 +540,76 @@ def test_save_and_load_mc_model(tmp_path):
     assert not np.allclose(*(keras.ops.convert_to_numpy(loaded(x)) for _ in range(2)))
 
 
+# --------------------------------------------------------------------------- augmentation
+
+
+@pytest.mark.parametrize("input_shape,fraction,layers", [
+    ((8, 8), 1 / 8, ["augment_channels", "augment_shift"]),
+    ((28, 28, 1), 1 / 28, ["augment_shift"]),
+    ((12, 6, 3), 1 / 6, ["augment_shift"]),
+    ((10,), 0.0, []),
+])
+def test_auto_shift_is_one_pixel_for_images_and_none_for_flat_features(input_shape, fraction, layers):
+    model = build(input_shape=input_shape, augment_shift="auto")
+    names = [layer.name for layer in model.layers]
+    assert names[: names.index("flatten")] == layers
+    assert M.augment_fraction({"augment_shift": "auto"}, input_shape) == pytest.approx(fraction)
+    if layers:
+        shift = model.get_layer("augment_shift")
+        assert isinstance(shift, L.RandomTranslation)
+        assert shift.height_factor == pytest.approx(fraction) and shift.width_factor == pytest.approx(fraction)
+    assert "augment_shift" not in [layer.name for layer in build(input_shape=input_shape).layers]  # off by default
+
+
+def test_an_explicit_shift_on_flat_features_is_refused():
+    with pytest.raises(ConfigError, match=r"^augment_shift=0.2 needs image inputs .* shape \(10,\); set augment_shift: 0"):
+        build(input_shape=(10,), augment_shift=0.2)
+    with pytest.raises(ConfigError, match="augment_shift must be"):
+        build(input_shape=(8, 8), augment_shift=0.5)
+
+
+def test_one_pixel_shift_moves_a_pixel_by_at_most_one_in_each_direction():
+    """A single lit pixel, shifted 300 times: it lands on each of the 9 one-pixel offsets and nowhere else."""
+    model = build(input_shape=(8, 8), augment_shift="auto")
+    shift = model.get_layer("augment_shift")
+    image = np.zeros((1, 8, 8, 1), "float32")
+    image[0, 3, 4, 0] = 1.0
+    offsets = set()
+    for _ in range(300):
+        out = keras.ops.convert_to_numpy(shift(image, training=True))[0, :, :, 0]
+        assert out.sum() == pytest.approx(1.0) and set(np.unique(out)) <= {0.0, 1.0}
+        (row, col), = np.argwhere(out == 1.0)
+        offsets.add((int(row) - 3, int(col) - 4))
+    assert offsets == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+
+
+def test_shift_is_off_at_inference_and_in_mc_dropout():
+    """predict, training=False and MC dropout see the images as they are; training shifts them.
+
+    As for every Keras random preprocessing layer, a bare ``model(x)`` counts as training."""
+    x = np.random.default_rng(0).random((6, 8, 8)).astype("float32")
+    shifted = build(input_shape=(8, 8), augment_shift="auto", n_neurons=16)
+    flat = keras.Model(shifted.inputs, shifted.get_layer("flatten").output)
+    as_is = x.reshape(6, 64)
+    assert np.array_equal(flat.predict(x, verbose=0), as_is)
+    assert np.array_equal(keras.ops.convert_to_numpy(flat(x, training=False)), as_is)
+    assert not np.array_equal(keras.ops.convert_to_numpy(flat(x, training=True)), as_is)
+    plain = build(input_shape=(8, 8), n_neurons=16)
+    plain.set_weights(shifted.get_weights())
+    expected = plain.predict(x, verbose=0)
+    np.testing.assert_allclose(shifted.predict(x, verbose=0), expected, rtol=1e-6)
+    np.testing.assert_allclose(M.to_mc(shifted).predict(x, verbose=0), expected, rtol=1e-6)  # no dropout: exact
+
+
+def test_a_shifting_model_saves_and_loads(tmp_path):
+    model = _perturbed(build(input_shape=(8, 8), augment_shift=0.25))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("augment_shift").height_factor == pytest.approx(0.25)
+    x = np.random.default_rng(1).random((3, 8, 8)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- fitting
 
 

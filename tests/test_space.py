@@ -69,6 +69,7 @@ def test_default_covers_every_technique() -> None:
     assert {c["max_norm"] for c in configs} == {None, 1.0, 3.0}
     pairs = {(c["activation"], c["initializer"]) for c in configs}
     assert ("selu", "lecun_normal") in pairs and ("tanh", "glorot_uniform") in pairs and ("relu", "he_normal") in pairs
+    assert seen["augment_shift"] == {"auto"}  # one-pixel shifts of image inputs, none for flat features
 
 
 def test_selu_space_is_self_normalizing() -> None:

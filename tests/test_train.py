@@ -292,7 +292,8 @@ def test_configure_runtime_sets_threads_in_a_fresh_interpreter():
      "learning_rate": 3e-3, "batch_size": 64},
     {"n_hidden": 1, "n_neurons": 48, "optimizer": "nesterov", "momentum": 0.9, "lr_schedule": "one_cycle",
      "schedule_max_lr": 0.05, "batch_size": 32},
-], ids=["dropout-bn-adam", "nesterov-1cycle"])
+    {"n_hidden": 1, "n_neurons": 32, "dropout": 0.1, "augment_shift": "auto", "batch_size": 64},
+], ids=["dropout-bn-adam", "nesterov-1cycle", "shifted-images"])
 def test_auto_steps_per_execution_changes_no_number(digits, cfg):
     """One compiled call per epoch (auto) trains exactly what one step per call trains."""
     from search.model import execution_steps
