@@ -202,6 +202,12 @@ RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}
 OPTION_RULES: tuple[OptionRule, ...] = (OptionRule("dropout_kind", "alpha", "activation", ("selu",)),)
 
 
+def image_inputs(input_shape: tuple[int, ...]) -> bool:
+    """Whether inputs of ``input_shape`` are images that ``augment_shift`` can shift: (height, width)
+    or (height, width, channels); flat features are not."""
+    return len(input_shape) in (2, 3)
+
+
 def parse_value(key: str, text: str) -> Any:
     """Parse ``text`` (from ``--set key=text``) into a value of ``key``'s type."""
     spec = _key(key)

@@ -30,7 +30,7 @@ from typing import Any
 
 import keras
 
-from search.config import AUTO, TrialConfig
+from search.config import AUTO, TrialConfig, image_inputs
 from search.errors import ConfigError
 from search.losses import GaussianNLL, MeanMAE, MeanRMSE  # registered, so saved regressors load
 from search.tasks import CLASSIFICATION, Output, get_task
@@ -144,7 +144,7 @@ def augment_fraction(config: Mapping[str, Any], input_shape: tuple[int, ...]) ->
     flat features is a mistake (there is no neighbouring pixel to shift to), so it is refused.
     """
     value = TrialConfig.of(config).augment_shift
-    image = len(input_shape) in (2, 3)
+    image = image_inputs(input_shape)
     if value == AUTO:
         return 1.0 / min(input_shape[0], input_shape[1]) if image else 0.0
     if value > 0 and not image:

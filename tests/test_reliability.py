@@ -93,6 +93,8 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
      "digits is a classification dataset"),
     ("npz that is not a zip", ["launch", "--dataset", "{tmp}/bad.npz"], "not an .npz archive"),
     ("data the model cannot read", ["evaluate", "--dataset", "{tmp}/three.csv"], "reads inputs of shape"),
+    ("image shifts on flat features", ["launch", "--dataset", "{tmp}/three.csv", "--space", "{tmp}/shifts.yaml"],
+     "flat features (shape (3,)), not images; set augment_shift: auto or 0"),
     ("busy port", ["ui", "--port", "{port}"], "cannot serve on 127.0.0.1:"),
     ("dead Ray address", ["launch", "--address", "127.0.0.1:{free}", "--num-samples", "1"], "nothing answers at"),
 ]
@@ -106,6 +108,7 @@ def bad_input_folder(search_store: dict[str, Any], tmp_path_factory: pytest.Temp
     _csv(tmp / "names.csv", ["x,label", *(f"{i},{'cat' if i % 2 else 'dog'}" for i in range(40))])
     (tmp / "bad.npz").write_text("not a zip archive")
     _csv(tmp / "three.csv", ["a,b,c,label", *(f"{i},{i % 3},{i % 5},{i % 2}" for i in range(40))])
+    (tmp / "shifts.yaml").write_text("params:\n  n_hidden: 1\n  augment_shift: {choice: [auto, 0.0, 0.125]}\n  epochs: 1\n")
     return tmp
 
 

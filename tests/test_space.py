@@ -264,3 +264,17 @@ def test_bn_momentum_applies_with_input_batch_norm_alone() -> None:
     with pytest.raises(SpaceError, match=r"bn_momentum: the condition batch_norm in \{after, before\} or "
                                          r"input_batch_norm in \{true\} can never hold"):
         parse_space("params:\n  batch_norm: none\n  input_batch_norm: false\n  bn_momentum: 0.9\n")
+
+
+def test_image_shifts_are_refused_for_flat_features_only() -> None:
+    shifted = parse_space("params:\n  augment_shift: {choice: [auto, 0.0, 0.125]}\n", name="shifts")
+    assert shifted.max_value("augment_shift") == 0.125  # auto counts only when it is the only value
+    shifted.check_inputs((8, 8), "digits")
+    shifted.check_inputs((28, 28, 1), "mnist")
+    with pytest.raises(SpaceError, match=r"^space shifts sets augment_shift up to 0.125, but the inputs of data.csv are "
+                                         r"flat features \(shape \(10,\)\), not images"):
+        shifted.check_inputs((10,), "data.csv")
+    default = load_space("default")
+    assert default.max_value("augment_shift") == "auto"
+    default.check_inputs((10,), "data.csv")  # auto: no shifts for flat features, nothing to refuse
+    load_space("quick").check_inputs((10,), "data.csv")  # the key's default is 0

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from search.config import AUTO
+
 if TYPE_CHECKING:
     import keras_tuner
     import optuna
@@ -163,7 +165,9 @@ class _Options(Dimension):
 
     def max_value(self, key: str) -> Any:
         index = self.keys.index(key)
-        return max(self._wrap(o)[index] for o in self.options)
+        values = [self._wrap(o)[index] for o in self.options]
+        numbers = [v for v in values if v != AUTO]  # auto only counts when it is the only value
+        return max(numbers) if numbers else AUTO
 
     def signature(self) -> tuple[Any, ...]:
         return (*super().signature(), self.labels)

@@ -53,6 +53,15 @@ class Space:
         values = [d.max_value(key) for d in self.dimensions if key in d.keys]
         return max(values) if values else vocab.DEFAULTS[key]
 
+    def check_inputs(self, input_shape: tuple[int, ...], dataset: str) -> None:
+        """``SpaceError`` when the space can shift images (``augment_shift`` above 0) but ``dataset``'s
+        inputs are flat features: every trial would fail, so the search is refused before one starts."""
+        top = self.max_value("augment_shift")
+        if top != vocab.AUTO and top is not None and top > 0 and not vocab.image_inputs(tuple(input_shape)):
+            raise SpaceError(f"space {self.name} sets augment_shift up to {top:g}, but the inputs of {dataset} are "
+                             f"flat features (shape {tuple(input_shape)}), not images; set augment_shift: auto or 0 "
+                             "in the space")
+
     def mutations(self, keys: Iterable[str]) -> dict[str, Any]:
         """Ray Tune domains of the unconditional one-key dimensions that set ``keys`` (what PBT mutates)."""
         wanted = set(keys)

@@ -160,6 +160,7 @@ class Search:
         s = self.opts.search
         self.name = self.opts.run.name or default_name(str(s.space), s.dataset)
         self.space = self.recorded_space or load_space(str(s.space))
+        self.space.check_inputs(self.dataset.input_shape, self.dataset.name)
         if s.transfer_from:
             if int(self.space.max_value("reuse_layers")) < 1:
                 raise SearchError(f"--transfer-from {s.transfer_from}, but space {self.space.name} never sets "
