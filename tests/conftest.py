@@ -22,6 +22,7 @@ params:
   optimizer: adam
   learning_rate: {choice: [0.003, 0.01]}
   batch_size: 64
+  augment_shift: auto     # as the default space: the retrained, evaluated and served models shift in training
   epochs: 3
 """
 
