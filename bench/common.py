@@ -124,7 +124,6 @@ def environment_line(env: Mapping[str, Any]) -> str:
             f"{vers}; {load} (shared machine: other jobs were running)")
 
 
-
 def command_line(script: str, quick: bool, env: Mapping[str, Any]) -> str:
     """A section's last line: the command that wrote it, and the machine it ran on."""
     return f"Command: `python -m bench.{script}{' --quick' if quick else ''}`. {environment_line(env)}"
@@ -133,6 +132,7 @@ def command_line(script: str, quick: bool, env: Mapping[str, Any]) -> str:
 def targets_line(issue: int, checks: Mapping[str, bool]) -> str:
     """``Targets (issue #N): <check>: **met**; ...`` for a section."""
     return f"Targets (issue #{issue}): " + "; ".join(f"{k}: **{'met' if v else 'not met'}**" for k, v in checks.items()) + "."
+
 
 # -- running things ----------------------------------------------------------------------------
 @dataclass

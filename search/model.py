@@ -1,14 +1,15 @@
 """Build a compiled Keras model (a classifier or a regressor) from one trial config.
 
 ``build_model`` turns a flat trial config (the canonical keys of ``search.config``) into a
-``keras.Sequential`` MLP: input, optional random shifts of image inputs (training only), ``Flatten``, optional input batch norm, ``n_hidden`` hidden
-layers and the task's head (``search.tasks``), compiled with the configured optimizer and learning-rate
-schedule. The techniques it covers are the ones of Géron's *Hands-On Machine Learning*,
-chapters 10 and 11: activations and initializers, batch normalization before or after the
-activation, dropout and alpha dropout, l1/l2 regularization, max-norm, the SGD/momentum/
-Nesterov/AdaGrad/RMSProp/Adam family, and power/exponential/piecewise/plateau/1cycle
-schedules. It also holds the Monte Carlo dropout layers (``MCDropout``, ``MCAlphaDropout``)
-and ``to_mc``, which turns a trained model into one whose dropout stays on at inference.
+``keras.Sequential`` MLP: input, optional random shifts of image inputs (training only),
+``Flatten``, optional input batch norm, ``n_hidden`` hidden layers and the task's head
+(``search.tasks``), compiled with the configured optimizer and learning-rate schedule. The
+techniques it covers are the ones of Géron's *Hands-On Machine Learning*, chapters 10 and 11:
+activations and initializers, batch normalization before or after the activation, dropout and
+alpha dropout, l1/l2 regularization, max-norm, the SGD/momentum/Nesterov/AdaGrad/RMSProp/Adam
+family, and power/exponential/piecewise/plateau/1cycle schedules. It also holds the Monte Carlo
+dropout layers (``MCDropout``, ``MCAlphaDropout``) and ``to_mc``, which turns a trained model
+into one whose dropout stays on at inference.
 
 This module imports Keras and nothing heavier: no Ray, no MLflow, so a config can be built
 and trained in a notebook with Keras alone.

@@ -57,7 +57,7 @@ class Space:
         """``SpaceError`` when the space can shift images (``augment_shift`` above 0) but ``dataset``'s
         inputs are flat features: every trial would fail, so the search is refused before one starts."""
         top = self.max_value("augment_shift")
-        if top != vocab.AUTO and top is not None and top > 0 and not vocab.image_inputs(tuple(input_shape)):
+        if top != vocab.AUTO and top > 0 and not vocab.image_inputs(tuple(input_shape)):
             raise SpaceError(f"space {self.name} sets augment_shift up to {top:g}, but the inputs of {dataset} are "
                              f"flat features (shape {tuple(input_shape)}), not images; set augment_shift: auto or 0 "
                              "in the space")

@@ -84,6 +84,7 @@ PREDICTORS = {
     "ensemble_mc": "deep ensemble + MC dropout",
 }
 
+
 def best_metric(metric: str) -> str:
     """The summary metric of ``metric``: a trial's best epoch value, and the parent's best trial's."""
     return f"best_{metric}"
