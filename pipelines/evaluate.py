@@ -57,7 +57,7 @@ def evaluate(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EvaluateResult:
     """MC-dropout evaluation of a model on the test split, logged as a ``role=evaluate`` child run."""
-    from search.data import merge_train_valid
+    from search.data import held_out
     from search.train import prepare
 
     if mc_samples < 1:
@@ -68,8 +68,9 @@ def evaluate(
     params = source.search.params if source.search is not None else {}
     data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
-    # The model was retrained on train+valid; its inputs are standardized with those statistics if its config says so.
-    test = prepare(source.config, merge_train_valid(data)).test
+    # The model was retrained on train+valid (less its calibration slice); its inputs are standardized with
+    # those statistics if its config says so.
+    test = prepare(source.config, held_out(data, source.held_out)[0]).test
     model = tracking.load_keras_model(source.model_uri, uri)
     check_fits(model, data, source.model_uri)
     job = Job(uri, source, data, test, model, mc_samples, seed, progress)
@@ -122,18 +123,16 @@ def _classification(job: Job, out: Path) -> Evaluated:
     """Deterministic, MC dropout, temperature-scaled and (for a seed of the search's ensemble) the deep
     ensemble with and without MC dropout: probabilities, calibration, reliability plots."""
     from pipelines import uncertainty as unc
-    from pipelines.predictors import calibration_verdict, predict_all
+    from pipelines.predictors import calibration_verdict, predict_all, with_temperatures
 
     single, ensemble = _single_and_ensemble(job)
-    temperature = _temperature(job.uri, job.source, job.data, mc_samples=job.mc_samples, seed=job.seed)
-    predictions = predict_all(single, job.test.x, mc_samples=job.mc_samples, seed=job.seed, ensemble=ensemble,
-                              temperature=temperature, progress=job.progress)
+    temperature = _temperatures(job, single, ensemble)
+    predictions = with_temperatures(predict_all(single, job.test.x, mc_samples=job.mc_samples, seed=job.seed,
+                                                ensemble=ensemble, progress=job.progress), temperature)
     metrics = unc.summarize_predictors(predictions, job.test.y)
-    extra = {"ensemble_members": len(ensemble) if len(ensemble) > 1 else 0}
+    extra: dict[str, Any] = {"ensemble_members": len(ensemble) if len(ensemble) > 1 else 0}
     if temperature is not None:
-        extra["temperature"] = temperature.value
-        if temperature.mc_value is not None:
-            extra["mc_temperature"] = temperature.mc_value
+        extra |= {tags.SCALED[k]: t for k, t in temperature.values.items()}
     return Evaluated(metrics, _artifacts(out, predictions, job.test.y, metrics),
                      int(predictions.get("mc", predictions["deterministic"]).shape[0]),
                      note="" if "mc" in predictions else NO_DROPOUT, verdict=calibration_verdict(metrics, temperature),
@@ -191,20 +190,25 @@ def evaluator(task: str) -> Callable[[Job, Path], Evaluated]:
 
 def _noise_variance(job: Job, model: Any) -> tuple[float, str]:
     """The target's noise variance for a one-output regressor, and where it came from, in words: the
-    validation residuals of the search's best trial model (trained on train only), else the model's own
-    training residuals (optimistic)."""
+    model's residuals on its retrain's calibration slice, else the validation residuals of the search's
+    best trial model (trained on train only), else the model's own training residuals (optimistic)."""
     from pipelines import mc_dropout as mc
     from pipelines.regression import noise_variance
-    from search.data import merge_train_valid
+    from search.data import held_out
     from search.train import prepare
 
+    held = calibration_split(job.source, job.data)
+    if held is not None:
+        return (noise_variance(mc.deterministic_predict(model, held.x, raw=True)[:, 0], held.y),
+                f"Aleatoric noise: the model's residual variance on the {len(held.y)} examples of train+valid its "
+                "retrain held out.")
     trial = _best_trial_model(job.uri, job.source)
     if trial is not None:
         valid = prepare(job.source.config, job.data).valid
         return (noise_variance(mc.deterministic_predict(trial[1], valid.x, raw=True)[:, 0], valid.y),
                 f"Aleatoric noise: the residual variance of the best trial model {trial[0]} on the "
                 f"{len(valid.y)} validation examples.")
-    train = prepare(job.source.config, merge_train_valid(job.data)).train
+    train = prepare(job.source.config, held_out(job.data, job.source.held_out)[0]).train
     return (noise_variance(mc.deterministic_predict(model, train.x, raw=True)[:, 0], train.y),
             "Aleatoric noise: the model's own residual variance on the data it was trained on (no trial model of the "
             "same config to measure it on held-out data), so the intervals are likely too narrow.")
@@ -238,29 +242,42 @@ def _best_trial_model(uri: str, source: tracking.ModelSource) -> tuple[str, Any]
         return None
 
 
-def _temperature(uri: str, source: tracking.ModelSource, data: Any, *, mc_samples: int, seed: int) -> Any:
-    """Temperature scaling fitted where the retrained model never looked: the validation split, with the
-    search's best trial model (same config, trained on the train split only); MC dropout gets its own,
-    fitted on that model's MC predictive. None without a trial model."""
-    from pipelines import mc_dropout as mc
-    from pipelines.calibration import fit_temperature
-    from pipelines.predictors import Temperature
-    from pipelines.uncertainty import two_class_if_binary
+def calibration_split(source: tracking.ModelSource, data: Any) -> Any:
+    """The calibration slice the model's retrain held out, prepared as its training saw its inputs
+    (standardized with the statistics of what it trained on); None when it held none out."""
+    import dataclasses
+
+    from search.data import held_out
     from search.train import prepare
 
-    trial = _best_trial_model(uri, source)
+    if source.held_out <= 0:
+        return None
+    trained_on, held = held_out(data, source.held_out)
+    return prepare(source.config, dataclasses.replace(trained_on, test=held)).test
+
+
+def _temperatures(job: Job, single: Any, ensemble: list[Any]) -> Any:
+    """Each predictor's temperature, fitted where its models never looked: the retrain's calibration
+    slice, with the models themselves (every predictor: deterministic, MC dropout, the ensemble with and
+    without MC dropout); else the validation split with the search's best trial model (same config,
+    trained on the train split only; the single-model predictors). None with neither."""
+    from pipelines.predictors import fit_temperatures, predict_all
+    from search.train import prepare
+
+    held = calibration_split(job.source, job.data)
+    if held is not None:
+        # Other dropout masks than the test split's, so that no sample is reused between fit and score.
+        seen = predict_all(single, held.x, mc_samples=job.mc_samples, seed=job.seed + 7919, ensemble=ensemble)
+        return fit_temperatures(seen, held.y, f"the {len(held.y)} examples of train+valid the retrain held out "
+                                f"({job.source.held_out:.0%}), with the retrained models themselves")
+    trial = _best_trial_model(job.uri, job.source)
     if trial is None:
         return None
     best, trial_model = trial
-    valid = prepare(source.config, data).valid
-    probs = two_class_if_binary(mc.deterministic_predict(trial_model, valid.x))
-    mc_value = None
-    if mc.has_dropout(trial_model):
-        samples = mc.mc_predict(trial_model, valid.x, samples=mc_samples, seed=seed, shared_masks=True).samples
-        mc_value = fit_temperature(two_class_if_binary(samples.mean(axis=0)), valid.y)
-    return Temperature(fit_temperature(probs, valid.y),
-                       f"the {len(valid.y)} validation examples, with the best trial's model {best} (trained on the "
-                       "train split only, so those examples are new to it)", mc_value)
+    valid = prepare(job.source.config, job.data).valid
+    seen = predict_all(trial_model, valid.x, mc_samples=job.mc_samples, seed=job.seed)
+    return fit_temperatures(seen, valid.y, f"the {len(valid.y)} validation examples, with the best trial's model "
+                            f"{best} (trained on the train split only, so those examples are new to it)")
 
 
 def _data(params: Any, dataset: str | None, *, data_dir: str | None, target: str) -> Any:

@@ -1,11 +1,13 @@
 """The predictors ``search evaluate`` compares on the test split, and the plain-words verdict on them.
 
-For one model: the deterministic prediction, MC dropout (T samples), the deterministic one with
-temperature scaling, and MC dropout with a temperature of its own (Laves et al., 2019: averaging
-dropout samples softens the probabilities, so MC dropout needs its own T, lower than the other). For a deep ensemble of the search's seeds (``pipelines.ensemble``):
-the mean of the members' probabilities, and MC dropout on every member. Each predictor is an
-array of probability samples ``(S, N, K)``: S = 1 for a deterministic one, the members for the
-ensemble, members x T for the ensemble with MC dropout. Metrics: ``uncertainty.summarize_predictors``.
+For one model: the deterministic prediction and MC dropout (T samples). For a deep ensemble of
+the search's seeds (``pipelines.ensemble``): the mean of the members' probabilities, and MC
+dropout on every member. Each predictor is an array of probability samples ``(S, N, K)``: S = 1
+for a deterministic one, the members for the ensemble, members x T for the ensemble with MC
+dropout. Each can have a temperature of its own (``with_temperatures``), fitted on held-out
+predictions of the same predictor (``fit_temperatures``): averaging dropout samples or members
+softens the probabilities, so each needs its own T (Laves et al., 2019; Rahaman and Thiery,
+2021). Metrics: ``uncertainty.summarize_predictors``.
 """
 
 from __future__ import annotations
@@ -23,21 +25,40 @@ LABELS = tags.PREDICTORS  # each predictor's name in words
 
 @dataclass
 class Temperature:
-    """A temperature and where it was fitted; ``mc_value`` is MC dropout's own (None without dropout)."""
+    """Each predictor's temperature (keyed like ``tags.SCALED``: deterministic, mc, ensemble, ensemble_mc)
+    and where they were fitted."""
 
-    value: float
+    values: dict[str, float]
     fitted_on: str  # in words: which model, on which split
-    mc_value: float | None = None
+
+
+def fit_temperatures(predictions: Mapping[str, np.ndarray], y: Any, fitted_on: str) -> Temperature:
+    """A temperature for each predictor that can have one, fitted on its predictive (the samples' mean)
+    on held-out ``y``."""
+    from pipelines.calibration import fit_temperature
+    from pipelines.uncertainty import two_class_if_binary
+
+    return Temperature({kind: fit_temperature(two_class_if_binary(p.mean(axis=0)), y)
+                        for kind, p in predictions.items() if kind in tags.SCALED}, fitted_on)
+
+
+def with_temperatures(predictions: Mapping[str, np.ndarray], temperature: Temperature | None) -> dict[str, np.ndarray]:
+    """``predictions`` and, for each with a temperature, its scaled twin (``tags.SCALED``), in the table's order."""
+    from pipelines.calibration import scaled
+    from pipelines.uncertainty import two_class_if_binary
+
+    out = dict(predictions)
+    for kind, t in (temperature.values if temperature else {}).items():
+        if kind in predictions:  # the temperature applies to the predictive (the samples' mean), as it was fitted
+            out[tags.SCALED[kind]] = scaled(two_class_if_binary(predictions[kind].mean(axis=0)), t)[None]
+    return {k: out[k] for k in LABELS if k in out}
 
 
 def predict_all(model: Any, x: np.ndarray, *, mc_samples: int, seed: int, ensemble: Sequence[Any] = (),
-                temperature: Temperature | None = None,
                 progress: Callable[[int, int, str], None] | None = None) -> dict[str, np.ndarray]:
     """Every predictor's probability samples on ``x``: ``model``'s, and its ensemble's when ``ensemble``
     lists members."""
     from pipelines import mc_dropout as mc
-    from pipelines.calibration import scaled
-    from pipelines.uncertainty import two_class_if_binary
 
     out: dict[str, np.ndarray] = {}
     det = mc.deterministic_predict(model, x)
@@ -48,11 +69,6 @@ def predict_all(model: Any, x: np.ndarray, *, mc_samples: int, seed: int, ensemb
         # the inputs (the Bayesian reading of MC dropout). Each example's predictive distribution is
         # the same as with per-example masks, at a fraction of the random numbers (bench/).
         out["mc"] = mc.mc_predict(model, x, samples=mc_samples, seed=seed, shared_masks=True, progress=progress).samples
-    if temperature is not None:
-        out["temperature"] = scaled(two_class_if_binary(det), temperature.value)[None]
-        if "mc" in out and temperature.mc_value is not None:
-            # The temperature applies to the predictive (the samples' mean), as it was fitted.
-            out["mc_temperature"] = scaled(two_class_if_binary(out["mc"].mean(axis=0)), temperature.mc_value)[None]
     if len(ensemble) > 1:
         out["ensemble"] = np.stack([mc.deterministic_predict(m, x) for m in ensemble])
         if all(mc.has_dropout(m) for m in ensemble):
@@ -65,7 +81,7 @@ def predict_all(model: Any, x: np.ndarray, *, mc_samples: int, seed: int, ensemb
 
 def calibration_verdict(metrics: Mapping[str, Mapping[str, float]], temperature: Temperature | None = None) -> str:
     """Which predictor is best calibrated (ECE), by how much, and how MC dropout and the ensemble compare
-    with the deterministic model, in plain words."""
+    with the deterministic model, raw and each with its own temperature, in plain words."""
     ece = {k: v["ece"] for k, v in metrics.items() if "ece" in v}
     if not ece:
         return ""
@@ -78,15 +94,23 @@ def calibration_verdict(metrics: Mapping[str, Mapping[str, float]], temperature:
                      f"the worst is {LABELS.get(order[-1], order[-1])} ({ece[order[-1]]:.4f}).")
     else:
         lines[0] += "."
-    det = ece.get("deterministic")
-    for kind in ("mc", "temperature", "mc_temperature", "ensemble", "ensemble_mc"):
-        if kind in ece and det is not None:
-            diff = ece[kind] - det
-            word = "better" if diff < 0 else ("worse" if diff > 0 else "no different")
-            lines.append(f"{LABELS[kind]} is {word} calibrated than the deterministic model "
-                         f"(ECE {ece[kind]:.4f} vs {det:.4f}, {diff:+.4f}); NLL {metrics[kind]['nll']:.4f} vs "
-                         f"{metrics['deterministic']['nll']:.4f}.")
-    if temperature is not None:
-        mc_t = "" if temperature.mc_value is None else f" (MC dropout's own: {temperature.mc_value:.3f})"
-        lines.append(f"Temperature T = {temperature.value:.3f}{mc_t}, fitted on {temperature.fitted_on}.")
-    return " ".join(lines)
+    raw = [k for k in tags.SCALED if k != "deterministic"]
+    lines.append(_against(metrics, "deterministic", raw, "Against the deterministic model"))
+    lines.append(_against(metrics, "temperature", [tags.SCALED[k] for k in raw],
+                          "Each with its own temperature, against the temperature-scaled deterministic model"))
+    if temperature is not None and temperature.values:
+        each = ", ".join(f"{LABELS[k]} {t:.3f}" for k, t in temperature.values.items())
+        lines.append(f"Temperatures: {each}; fitted on {temperature.fitted_on}.")
+    return " ".join(filter(None, lines))
+
+
+def _against(metrics: Mapping[str, Mapping[str, float]], base: str, kinds: Sequence[str], words: str) -> str:
+    """One sentence: each of ``kinds``' ECE and NLL beside ``base``'s (a negative difference is better)."""
+    if base not in metrics or "ece" not in metrics[base]:
+        return ""
+    ref = metrics[base]
+    parts = [f"{LABELS[k]} {metrics[k]['ece']:.4f} ({metrics[k]['ece'] - ref['ece']:+.4f}; NLL {metrics[k]['nll']:.4f})"
+             for k in kinds if k in metrics and "ece" in metrics[k]]
+    if not parts:
+        return ""
+    return f"{words} (ECE {ref['ece']:.4f}, NLL {ref['nll']:.4f}; lower is better): {', '.join(parts)}."

@@ -4,6 +4,10 @@ The config comes from the best trial's child run, so retraining works in a later
 another machine, or against a tracking server. It trains on train+valid for the number of
 epochs the best trial actually used, then scores the test split the search never saw. Several
 seeds give a mean ± std, which says whether the winner's lead over the runner-up is real.
+
+A calibration slice of train+valid (``held_out``, 10% by default; ``search.data.held_out``) is
+left out of every seed's training, so that evaluate can fit temperatures (and a regressor's
+noise) on the retrained models themselves, on examples they never saw.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from search.errors import SearchError
 from search.tasks import get_task, recorded_epoch_keys
 
 log = logging.getLogger(__name__)
+
+HELD_OUT = 0.1  # the default calibration slice: 144 of digits' 1,437 train+valid images
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -54,6 +60,7 @@ class ConfigRetrain:
     seeds: list[SeedRun] = field(default_factory=list)
     score: str = "accuracy"
     mode: str = "max"
+    held_out: float = 0.0  # the calibration share of train+valid no seed trained on
 
     def stats(self, key: str) -> tuple[float, float]:
         """Mean and standard deviation over the seeds of ``key`` (``test_accuracy``, ``test_rmse``, ``test_loss``...)."""
@@ -151,6 +158,7 @@ def retrain(
     register: str | None = None,
     compare_runner_up: bool = False,
     data_dir: str | None = None,
+    held_out: float = HELD_OUT,
     progress: Progress | None = None,
 ) -> RetrainResult:
     """Retrain the best trial of a search (and optionally its runner-up) and log the runs."""
@@ -160,6 +168,8 @@ def retrain(
         raise SearchError(f"--seeds must be at least 1, got {seeds}")
     if epochs is not None and epochs < 1:
         raise SearchError(f"--epochs must be at least 1, got {epochs}")
+    if not 0 <= held_out < 0.5:
+        raise SearchError(f"--calibration-fraction must be in [0, 0.5), got {held_out}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri, must_exist=True)
     if register is not None:
@@ -187,7 +197,7 @@ def retrain(
         cfg = tracking.config_of(trial)
         n_epochs = epochs or int(trial.data.metrics.get(tags.BEST_EPOCH) or cfg.get("epochs") or 20)
         entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, record.score(trial), cfg, n_epochs, score=score,
-                              mode=mode)
+                              mode=mode, held_out=held_out)
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
@@ -230,17 +240,17 @@ def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, data
     a regressor's mean and, with gaussian_nll, log variance), scored on the test split and logged (Keras
     flavor) on its own run, ``search.rank=ensemble``."""
     from pipelines.ensemble import ensemble_model
-    from search.data import merge_train_valid
+    from search.data import held_out
     from search.train import prepare
 
     model = ensemble_model(members)
-    test = prepare(entry.config, merge_train_valid(dataset)).test
+    test = prepare(entry.config, held_out(dataset, entry.held_out)[0]).test
     scores = _ensemble_scores(np.asarray(model.predict(test.x, batch_size=1024, verbose=0)), test.y,
                               get_task(dataset.task).numeric)
     seeds = ",".join(s.run_id for s in entry.seeds)
     run_id = tracker.start_child(
         f"retrain ensemble of {len(members)} seeds ({entry.trial_name.split(' ')[0]})",
-        {**entry.config, "epochs": entry.epochs, "members": len(members)},
+        {**entry.config, "epochs": entry.epochs, "members": len(members), tags.HELD_OUT: entry.held_out},
         {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.RANK: tags.RANK_ENSEMBLE,
          tags.ENSEMBLE_OF: seeds},
     )
@@ -279,14 +289,15 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
 
 def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,
                 transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
-    """Train ``entry``'s config on train+valid with ``seed``; score the test split; log a child run."""
-    from search.data import merge_train_valid
+    """Train ``entry``'s config on train+valid (less the calibration slice) with ``seed``; score the test
+    split; log a child run."""
+    from search.data import held_out
     from search.train import evaluate, fit, prepare
 
     role = "best" if role_rank == 0 else "runner_up"
     name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
     run_id = tracker.start_child(
-        name, {**entry.config, "epochs": entry.epochs, "seed": seed},
+        name, {**entry.config, "epochs": entry.epochs, "seed": seed, tags.HELD_OUT: entry.held_out},
         {tags.ROLE: tags.ROLE_RETRAIN, tags.RETRAIN_OF: entry.trial_run_id, tags.SEED: str(seed), tags.RANK: role,
          **({tags.TRANSFER_FROM: transfer[0]} if transfer and int(entry.config.get("reuse_layers") or 0) else {})},
     )
@@ -297,7 +308,7 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
         tracker.log_metrics(run_id, {k: row[k] for k in keys if k in row}, int(row["epoch"]))
 
     with tracker.closing(run_id):
-        merged = merge_train_valid(dataset)
+        merged, _ = held_out(dataset, entry.held_out)
         result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False,
                      source=transfer[1] if transfer else None)
         test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so

@@ -518,6 +518,30 @@ def test_merge_train_valid(digits: Dataset) -> None:
     assert merged.n_classes == 10 and merged.class_names == digits.class_names
 
 
+def test_held_out_carves_a_stratified_calibration_slice_off_train_and_valid(digits: Dataset) -> None:
+    from search.data import held_out
+    from search.errors import DataError
+
+    merged = merge_train_valid(digits)
+    rest, held = held_out(digits, 0.1)
+    n = len(merged.train)
+    assert held is not None and len(held) == round(n * 0.1) and len(rest.train) + len(held) == n
+    assert rest.test is digits.test and rest.valid is digits.test
+    # Together the rows of train+valid, each once (as a multiset: digits has a few duplicate images).
+    both = np.concatenate([rest.train.x, held.x])
+    assert sorted(r.tobytes() for r in both) == sorted(r.tobytes() for r in merged.train.x)
+    # Stratified: every class's share of the slice is within one example of its share of train+valid.
+    classes, counts = np.unique(merged.train.y, return_counts=True)
+    assert all(abs(int((held.y == c).sum()) - k * 0.1) <= 1 for c, k in zip(classes, counts))
+    again_rest, again = held_out(digits, 0.1)  # the same slice every time
+    np.testing.assert_array_equal(again.x, held.x)
+    np.testing.assert_array_equal(again_rest.train.y, rest.train.y)
+    none_rest, none = held_out(digits, 0.0)
+    assert none is None and len(none_rest.train) == n
+    with pytest.raises(DataError, match=r"calibration fraction must be in \[0, 0.5\), got 0.5"):
+        held_out(digits, 0.5)
+
+
 def test_split_checks_lengths() -> None:
     with pytest.raises(ValueError):
         Split(np.zeros((3, 2), dtype=np.float32), np.zeros(2, dtype=np.int64))

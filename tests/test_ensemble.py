@@ -77,7 +77,7 @@ def retrained(search_store: dict[str, Any], tmp_path_factory: pytest.TempPathFac
 
 def test_retrain_logs_every_seed_and_the_ensemble(retrained: dict[str, Any]) -> None:
     from search import tracking
-    from search.data import load_subset, merge_train_valid
+    from search.data import held_out, load_subset
     from search.tracking import tags
 
     uri, result = retrained["uri"], retrained["retrain"]
@@ -89,28 +89,63 @@ def test_retrain_logs_every_seed_and_the_ensemble(retrained: dict[str, Any]) -> 
     # Independently: each seed's own logged model, averaged.
     from search.train import prepare
 
-    test = prepare(result.best.config, merge_train_valid(load_subset("digits"))).test
+    test = prepare(result.best.config, held_out(load_subset("digits"), 0.1)[0]).test
     probs = np.mean([tracking.load_keras_model(f"runs:/{r}/model", uri).predict(test.x, verbose=0) for r in seed_ids], axis=0)
     accuracy = float(np.mean(probs.argmax(axis=1) == test.y))
     loss = float(-np.mean(np.log(probs[np.arange(len(test.y)), test.y])))
     assert ens.data.metrics["test_accuracy"] == pytest.approx(accuracy)
     assert ens.data.metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
     assert sum(r.data.tags.get(tags.BEST_SEED) == "true" for r in map(lambda i: tracking.get_run(uri, i), seed_ids)) == 1
+    # Every seed, and the ensemble, records the calibration slice it was not trained on (the default 10%).
+    assert all(tracking.get_run(uri, i).data.params[tags.HELD_OUT] == "0.1" for i in [*seed_ids, ens.info.run_id])
 
 
-def test_evaluate_compares_the_six_predictors(retrained: dict[str, Any]) -> None:
+def _calibration_slice(fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independently of ``search.data.held_out``: the documented rule (train+valid, a stratified fraction
+    carved with scikit-learn at seed 0) gives the slice, and the rest's statistics standardize it."""
+    from sklearn.model_selection import train_test_split
+
+    from search.data import load_subset
+
+    data = load_subset("digits")
+    x = np.concatenate([data.train.x, data.valid.x])
+    y = np.concatenate([data.train.y, data.valid.y])
+    rest_x, held_x, _, held_y = train_test_split(x, y, test_size=round(len(y) * fraction), stratify=y, random_state=0)
+    return rest_x, held_x, held_y
+
+
+def test_evaluate_fits_each_predictors_temperature_on_the_held_out_slice(retrained: dict[str, Any]) -> None:
     from search import tracking
+    from search.tracking import tags
 
     out = retrained["evaluate"]
-    assert set(out.metrics) == {"deterministic", "mc", "temperature", "mc_temperature", "ensemble", "ensemble_mc"}
+    assert set(out.metrics) == {"deterministic", "mc", "temperature", "mc_temperature", "ensemble", "ensemble_mc",
+                                "ensemble_temperature", "ensemble_mc_temperature"}
     assert out.metrics["ensemble"]["accuracy"] == pytest.approx(tracking.get_run(
         retrained["uri"], retrained["retrain"].ensemble.run_id).data.metrics["test_accuracy"])
-    assert out.metrics["temperature"]["accuracy"] == out.metrics["deterministic"]["accuracy"]
-    assert out.metrics["mc_temperature"]["accuracy"] == out.metrics["mc"]["accuracy"]
+    for kind, twin in tags.SCALED.items():  # a temperature never changes the arg-max
+        assert out.metrics[twin]["accuracy"] == out.metrics[kind]["accuracy"]
     params = tracking.get_run(retrained["uri"], out.run_id).data.params
-    local = tracking.client(retrained["uri"]).download_artifacts(out.run_id, "predictions.npz", str(retrained["folder"]))
+    assert "144 examples of train+valid the retrain held out" in out.verdict
+    # The ensemble's temperature is the one that minimizes its NLL on the slice: by a grid, from the members.
+    rest_x, held_x, held_y = _calibration_slice(0.1)
+    config = retrained["retrain"].best.config
+    from search.config import DEFAULTS
+
+    if config.get("standardize", DEFAULTS["standardize"]):
+        mean, std = rest_x.mean(axis=0), rest_x.std(axis=0)
+        held_x = (held_x - mean) / np.where(std > 1e-7, std, 1.0)
+    members = [tracking.load_keras_model(f"runs:/{s.run_id}/model", retrained["uri"]) for s in retrained["retrain"].best.seeds]
+    probs = np.mean([m.predict(held_x.astype("float32"), verbose=0) for m in members], axis=0)
+    grid = np.exp(np.linspace(-3, 3, 1201))
+    logp = np.log(np.clip(probs, 1e-12, 1))
+    nll = [-np.mean(np.log(_softmax(logp / t)[np.arange(len(held_y)), held_y])) for t in grid]
+    assert float(params["ensemble_temperature"]) == pytest.approx(grid[int(np.argmin(nll))], rel=0.01)
+    assert math.isfinite(float(params["ensemble_mc_temperature"]))
+    uri = retrained["uri"]
+    local = tracking.client(uri).download_artifacts(out.run_id, "predictions.npz", str(retrained["folder"]))
     with np.load(local) as f:
-        for kind in ("ensemble", "ensemble_mc", "temperature", "mc_temperature"):
+        for kind in ("ensemble", "ensemble_mc", "temperature", "mc_temperature", "ensemble_temperature"):
             probs = f[f"{kind}_probs"]
             assert out.metrics[kind]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == f["labels"])))
         # MC dropout's own temperature, applied by hand to the MC predictive mean: p ** (1/T), renormalized.
@@ -122,7 +157,6 @@ def test_evaluate_compares_the_six_predictors(retrained: dict[str, Any]) -> None
     from pipelines.predictors import LABELS
 
     assert f"Best calibrated on the test split: **{LABELS[best]}** (ECE {ece[best]:.4f})" in out.verdict
-    assert math.isfinite(float(tracking.get_run(retrained["uri"], out.run_id).data.params["temperature"]))
 
 
 @pytest.mark.slow  # mlflow models serve in a real process, a real request on loopback
@@ -130,7 +164,7 @@ def test_the_ensemble_serves_with_mlflow_models_serve(retrained: dict[str, Any],
     import os
 
     from search import tracking
-    from search.data import load_subset, merge_train_valid
+    from search.data import held_out, load_subset
 
     uri, model_uri = retrained["uri"], retrained["retrain"].ensemble.model_uri
     port = free_port()
@@ -141,7 +175,7 @@ def test_the_ensemble_serves_with_mlflow_models_serve(retrained: dict[str, Any],
                             start_new_session=True)
     from search.train import prepare
 
-    x = prepare(retrained["retrain"].best.config, merge_train_valid(load_subset("digits"))).test.x[:4].astype("float32")
+    x = prepare(retrained["retrain"].best.config, held_out(load_subset("digits"), 0.1)[0]).test.x[:4].astype("float32")
     try:
         deadline = time.monotonic() + 180
         while True:

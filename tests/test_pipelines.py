@@ -26,7 +26,10 @@ def run(args: list[str]) -> Any:
 
 
 def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str, Any]) -> None:
-    res = run(["retrain", "--tracking-uri", store["uri"], "--seeds", "2", "--register", "pipe-model", "--json", "-q"])
+    # No calibration slice: the seeds train on all of train+valid, and evaluate falls back to the best trial's model
+    # on the validation split for its temperatures (as for a store written before the slice).
+    res = run(["retrain", "--tracking-uri", store["uri"], "--seeds", "2", "--register", "pipe-model", "--json", "-q",
+               "--calibration-fraction", "0"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     mlc = tracking.client(store["uri"])
@@ -38,6 +41,7 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     retrains = [r for r in mlc.search_runs([best.info.experiment_id], filter_string=f"tags.`{tracking.ROLE}` = 'retrain'")
                 if r.info.run_id in ids]  # the store is shared: other tests add runs of their own
     assert len(retrains) == 2 and all(r.data.tags[tracking.ROLE] == "retrain" for r in retrains)
+    assert all(r.data.params[tracking.tags.HELD_OUT] == "0.0" for r in retrains)
     assert all(r.data.tags[tracking.PARENT] == store["parent"] for r in retrains)
     accs = [r.data.metrics["test_accuracy"] for r in retrains]
     assert out["best"]["test_accuracy_mean"] == pytest.approx(np.mean(accs))
@@ -81,6 +85,8 @@ def test_evaluate_logs_metrics_plots_and_predictions(store: dict[str, Any], tmp_
             np.mean(pred["deterministic_probs"].argmax(1) == pred["labels"]))
         assert np.all(pred["mutual_info"] >= 0) and pred["mutual_info"].mean() > 0  # dropout makes samples disagree
     assert eval_run.data.metrics["mc_accuracy"] == pytest.approx(out["metrics"]["mc"]["accuracy"])
+    assert "validation examples, with the best trial's model" in out["verdict"]  # no slice: the trial model's T
+    assert set(out["metrics"]) >= {"temperature", "mc_temperature"}
 
 
 @pytest.mark.parametrize(

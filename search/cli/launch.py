@@ -48,7 +48,7 @@ def launch(as_json: bool, quiet: bool, **kwargs: Any) -> None:
 @json_option
 @quiet_option
 def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, register: str | None,
-             compare_runner_up: bool, mc_samples: int, **kwargs: Any) -> None:
+             compare_runner_up: bool, held_out: float, mc_samples: int, **kwargs: Any) -> None:
     """Launch a search, retrain its best config, and evaluate it with MC dropout: one command.
 
     \b
@@ -67,7 +67,7 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
         sys.stderr.write("\n")
     retrained = run_retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
                             parent_run=searched.parent_run_id, epochs=epochs, seeds=seeds, register=register,
-                            compare_runner_up=compare_runner_up, data_dir=kwargs.get("data_dir"),
+                            compare_runner_up=compare_runner_up, data_dir=kwargs.get("data_dir"), held_out=held_out,
                             progress=progress_bar(quiet, "retraining"))
     evaluated = run_evaluate(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
                              run_id=retrained.best_seed_run_id, mc_samples=mc_samples, seed=kwargs.get("seed", 0),

@@ -121,6 +121,10 @@ def retrain_options(f: F) -> F:
         click.option("--seeds", default=3, show_default=True, type=int, help="Retrain with this many seeds: mean ± std."),
         click.option("--register", metavar="NAME", help="Register the best seed's model in the Model Registry."),
         click.option("--compare-runner-up", is_flag=True, help="Also retrain the runner-up, to tell a real lead from luck."),
+        click.option("--calibration-fraction", "held_out", default=0.1, show_default=True,
+                     type=click.FloatRange(0, 0.5, max_open=True),
+                     help="Share of train+valid no seed trains on: evaluate fits its temperatures (a regressor's noise) "
+                          "on it. 0 trains on all of it."),
     ]
     for option in reversed(opts):
         f = option(f)

@@ -114,7 +114,8 @@ def evaluate_report(r: Any) -> str:
             *(f"{kind}_{pct}" for kind in ("coverage", "width") for pct in (50, 80, 90, 95)), "epistemic_std",
             "aleatoric_std"]
     names = {"deterministic": "deterministic", "mc": f"MC dropout (T={r.samples})", "temperature": "temperature",
-             "mc_temperature": "MC + temperature", "ensemble": "ensemble", "ensemble_mc": "ensemble + MC"}
+             "mc_temperature": "MC + temp.", "ensemble": "ensemble", "ensemble_mc": "ensemble + MC",
+             "ensemble_temperature": "ensemble + temp.", "ensemble_mc_temperature": "ens. + MC + temp."}
     shown = [k for k in names if k in r.metrics]
     rows = [{"metric": k, **{names[p]: r.metrics[p].get(k) for p in shown}} for k in keys
             if any(k in r.metrics[p] for p in shown)]

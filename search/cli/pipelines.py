@@ -18,11 +18,13 @@ from search.cli.output import emit, evaluate_report, progress_bar, retrain_repor
 @json_option
 @quiet_option
 def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_run: str | None, epochs: int | None,
-            seeds: int, register: str | None, compare_runner_up: bool, data_dir: str | None, as_json: bool,
-            quiet: bool) -> None:
+            seeds: int, register: str | None, compare_runner_up: bool, held_out: float, data_dir: str | None,
+            as_json: bool, quiet: bool) -> None:
     """Retrain a search's best config on train+valid with several seeds; score the test split.
 
-    The config is read from MLflow, so this works in a later shell or on another machine.
+    A calibration slice of train+valid (--calibration-fraction) is held out of every seed's
+    training; evaluate fits its temperatures on it. The config is read from MLflow, so this
+    works in a later shell or on another machine.
     Each seed is a child run (role=retrain) of the search; the best seed's model is logged with
     MLflow's Keras flavor.
 
@@ -36,7 +38,7 @@ def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_
     terminate_as_interrupt()
     result = run_retrain(tracking_uri=tracking_uri, experiment=experiment, name=name, parent_run=parent_run,
                          epochs=epochs, seeds=seeds, register=register, compare_runner_up=compare_runner_up,
-                         data_dir=data_dir, progress=progress_bar(quiet, "retraining"))
+                         data_dir=data_dir, held_out=held_out, progress=progress_bar(quiet, "retraining"))
     emit(result.to_dict(), as_json, lambda _: retrain_report(result))
 
 

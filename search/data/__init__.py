@@ -16,10 +16,10 @@ from search.data.dataset import STD_FLOOR, Dataset, Split, merge_train_valid, st
 from search.data.files import load_csv, load_npz
 from search.data.idx import FASHION_MNIST_CLASSES, IDX_FILES, keras_home, load_idx_dataset, read_idx
 from search.data.registry import DATASETS, DEFAULT_DATASET, load_dataset, load_digits, load_recorded, load_searched, load_subset
-from search.data.splits import SPLIT_SEED, cache_dir
+from search.data.splits import SPLIT_SEED, cache_dir, held_out
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "FASHION_MNIST_CLASSES", "IDX_FILES", "SPLIT_SEED", "STD_FLOOR", "Dataset", "Split",
-    "cache_dir", "keras_home", "load_csv", "load_dataset", "load_digits", "load_idx_dataset", "load_npz", "load_recorded", "load_searched", "load_subset",
+    "cache_dir", "held_out", "keras_home", "load_csv", "load_dataset", "load_digits", "load_idx_dataset", "load_npz", "load_recorded", "load_searched", "load_subset",
     "merge_train_valid", "read_idx", "standardize",
 ]

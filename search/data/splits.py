@@ -7,6 +7,7 @@ scikit-learn is imported where a split is made, not at import time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from search.data.dataset import Split
+from search.data.dataset import Dataset, Split, merge_train_valid
 from search.errors import DataError
+from search.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,23 @@ def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str, strat
         raise DataError(f"{what}: {len(y)} examples are too few to carve a validation split; give at least 2")
     a_x, b_x, a_y, b_y = _stratified(x, y, n_second, stratify)
     return Split(a_x, a_y), Split(b_x, b_y)
+
+
+def held_out(dataset: Dataset, fraction: float) -> tuple[Dataset, Split | None]:
+    """Retrain's data: train+valid as train (the test split as valid and test, as ``merge_train_valid``),
+    less a calibration slice of ``fraction`` of it (stratified, fixed seed), returned beside it.
+
+    No model retrain fits sees the slice, so temperatures and a regressor's noise are measured on it
+    honestly. The same dataset and fraction always give the same slice. ``fraction`` 0: no slice (None).
+    """
+    if not 0 <= fraction < 0.5:
+        raise DataError(f"the calibration fraction must be in [0, 0.5), got {fraction}")
+    merged = merge_train_valid(dataset)
+    if fraction == 0:
+        return merged, None
+    rest, held = split_two(merged.train.x, merged.train.y, fraction=fraction, stratify=not get_task(dataset.task).numeric,
+                           what=f"{dataset.name}: the calibration slice of train+valid")
+    return dataclasses.replace(merged, train=rest), held
 
 
 def _stratified(x: np.ndarray, y: np.ndarray, n_second: int, stratify: bool = True) -> list[np.ndarray]:

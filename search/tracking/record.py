@@ -240,6 +240,13 @@ class ModelSource:
     model_uri: str
     search: SearchRecord | None  # the search the model belongs to, where known
     config: dict[str, Any]
+    held_out: float = 0.0  # the share of train+valid the model's retrain held out for calibration
+
+
+def _held_out(run: Run | None) -> float:
+    """The calibration share a retrain run recorded (0 for any other run, or one from before the slice)."""
+    text = run.data.params.get(tags.HELD_OUT) if run is not None else None
+    return float(text) if text not in (None, "", "None") else 0.0
 
 
 def model_source(uri: str, *, run_id: str | None = None, model_uri: str | None = None,
@@ -253,7 +260,7 @@ def model_source(uri: str, *, run_id: str | None = None, model_uri: str | None =
             if run is None:
                 raise TrackingError(f"model URI {model_uri} names a run that does not exist in {uri}")
         record = SearchRecord.of_run(uri, run) if run is not None else None
-        return ModelSource(model_uri, record, config_of(run) if run is not None else {})
+        return ModelSource(model_uri, record, config_of(run) if run is not None else {}, _held_out(run))
     if run_id is None:
         record = SearchRecord.find(uri, experiment)
         run_id = record.model_run_id()
@@ -269,7 +276,8 @@ def model_source(uri: str, *, run_id: str | None = None, model_uri: str | None =
             raise TrackingError(f"search {run.info.run_name} has no model yet; run `search retrain` first")
         return model_source(uri, run_id=best, experiment=experiment)
     if role == tags.ROLE_RETRAIN:
-        return ModelSource(f"runs:/{run_id}/{tags.MODEL_FOLDER}", SearchRecord.of_run(uri, run), config_of(run))
+        return ModelSource(f"runs:/{run_id}/{tags.MODEL_FOLDER}", SearchRecord.of_run(uri, run), config_of(run),
+                           _held_out(run))
     if role == tags.ROLE_TRIAL:
         if f"{tags.MODEL_FOLDER}/model.keras" not in artifact_paths(uri, run_id, tags.MODEL_FOLDER):
             raise TrackingError(f"trial run {run_id} has no logged model (only the best trial of a search keeps one)")

@@ -57,6 +57,7 @@ RANK = "search.rank"  # "best" or "runner_up": which of the search's trials was 
 BEST_SEED = "search.best_seed"  # "true" on the seed run with the best test accuracy (the search's model)
 RANK_ENSEMBLE = "ensemble"  # RANK of the run that holds the deep ensemble of the best config's seeds
 ENSEMBLE_OF = "search.ensemble_of"  # on the ensemble run: its members' seed runs, comma-separated
+HELD_OUT = "calibration_fraction"  # param of each retrain run: the share of train+valid held out for calibration
 ENSEMBLE_RUN_ID = "search.ensemble_run_id"  # on the parent: the run holding the deep ensemble
 REGISTERED_MODEL = "search.registered_model"  # models:/NAME/VERSION, when --register was given
 
@@ -82,7 +83,12 @@ PREDICTORS = {
     "mc_temperature": "MC dropout, temperature-scaled",
     "ensemble": "deep ensemble",
     "ensemble_mc": "deep ensemble + MC dropout",
+    "ensemble_temperature": "deep ensemble, temperature-scaled",
+    "ensemble_mc_temperature": "deep ensemble + MC dropout, temperature-scaled",
 }
+# A predictor -> its temperature-scaled twin (its temperature: the evaluate run's param of that name).
+SCALED = {"deterministic": "temperature", "mc": "mc_temperature", "ensemble": "ensemble_temperature",
+          "ensemble_mc": "ensemble_mc_temperature"}
 
 
 def best_metric(metric: str) -> str:
