@@ -68,14 +68,15 @@ def plot_reliability(
     panels += [(label, two_class_if_binary(p)) for label, p in (others or {}).items()]
     if len(panels) <= 3:
         figure, axes = _canvas(len(panels))
-    else:  # rows of three, so each panel stays readable
+    else:  # rows of three (four from seven panels on), so each panel stays readable
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        rows = -(-len(panels) // 3)
-        figure = Figure(figsize=(15.0, 4.2 * rows), layout="constrained")
+        cols = 4 if len(panels) > 6 else 3
+        rows = -(-len(panels) // cols)
+        figure = Figure(figsize=(5.0 * cols, 4.2 * rows), layout="constrained")
         FigureCanvasAgg(figure)
-        grid = figure.subplots(rows, 3, squeeze=False).ravel()
+        grid = figure.subplots(rows, cols, squeeze=False).ravel()
         for ax in grid[len(panels):]:
             ax.set_visible(False)
         axes = grid[: len(panels)]

@@ -38,6 +38,19 @@ def test_temperature_recovers_the_true_temperature_and_minimizes_the_nll() -> No
     assert (scaled(probs, t).argmax(axis=1) == probs.argmax(axis=1)).all()  # accuracy never changes
 
 
+def test_a_held_out_slice_with_no_errors_gets_a_finite_temperature_from_the_prior() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=2.0, size=(144, 10))
+    y = logits.argmax(axis=1)  # every held-out example right, as a near-perfect model's often are
+    probs = _softmax(logits)
+    grid = np.exp(np.linspace(-4, 2, 2401))
+    nll = np.array([-np.mean(np.log(_softmax(logits / g)[np.arange(len(y)), y])) for g in grid])
+    assert np.all(np.diff(nll) > 0)  # the NLL alone only falls as T -> 0: no finite minimum
+    t = fit_temperature(probs, y)
+    posterior = len(y) * nll + np.log(grid) ** 2 / (2 * 0.5 ** 2)  # log T ~ N(0, 0.5²)
+    assert 0.05 < t < 1.0 and t == pytest.approx(grid[int(np.argmin(posterior))], rel=0.01)
+
+
 def test_the_ensemble_model_is_the_mean_of_its_members_and_saves_as_one_file(tmp_path: Path) -> None:
     import keras
 
@@ -139,8 +152,9 @@ def test_evaluate_fits_each_predictors_temperature_on_the_held_out_slice(retrain
     probs = np.mean([m.predict(held_x.astype("float32"), verbose=0) for m in members], axis=0)
     grid = np.exp(np.linspace(-3, 3, 1201))
     logp = np.log(np.clip(probs, 1e-12, 1))
-    nll = [-np.mean(np.log(_softmax(logp / t)[np.arange(len(held_y)), held_y])) for t in grid]
-    assert float(params["ensemble_temperature"]) == pytest.approx(grid[int(np.argmin(nll))], rel=0.01)
+    # The MAP under log T ~ N(0, 0.5²): summed NLL plus (log T)² / (2 · 0.25).
+    loss = [-np.sum(np.log(_softmax(logp / t)[np.arange(len(held_y)), held_y])) + np.log(t) ** 2 / 0.5 for t in grid]
+    assert float(params["ensemble_temperature"]) == pytest.approx(grid[int(np.argmin(loss))], rel=0.01)
     assert math.isfinite(float(params["ensemble_mc_temperature"]))
     uri = retrained["uri"]
     local = tracking.client(uri).download_artifacts(out.run_id, "predictions.npz", str(retrained["folder"]))

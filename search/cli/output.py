@@ -113,8 +113,8 @@ def evaluate_report(r: Any) -> str:
             "auroc_entropy", "auroc_mutual_info", "acc_at_50", "acc_at_80", "acc_at_90", "acc_at_95",
             *(f"{kind}_{pct}" for kind in ("coverage", "width") for pct in (50, 80, 90, 95)), "epistemic_std",
             "aleatoric_std"]
-    names = {"deterministic": "deterministic", "mc": f"MC dropout (T={r.samples})", "temperature": "temperature",
-             "mc_temperature": "MC + temp.", "ensemble": "ensemble", "ensemble_mc": "ensemble + MC",
+    names = {"deterministic": "deterministic", "mc": f"MC dropout (T={r.samples})", "ensemble": "ensemble",
+             "ensemble_mc": "ensemble + MC", "temperature": "temperature", "mc_temperature": "MC + temp.",
              "ensemble_temperature": "ensemble + temp.", "ensemble_mc_temperature": "ens. + MC + temp."}
     shown = [k for k in names if k in r.metrics]
     rows = [{"metric": k, **{names[p]: r.metrics[p].get(k) for p in shown}} for k in keys

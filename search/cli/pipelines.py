@@ -57,10 +57,11 @@ def evaluate(tracking_uri: str | None, experiment: str, run_id: str | None, mode
     """Evaluate a model with Monte-Carlo dropout: accuracy, NLL, Brier, ECE, entropy, BALD, AUROC, coverage.
 
     Dropout layers become MC layers (stochastic at inference) while BatchNormalization stays in
-    inference mode. Compared on the test split: the model deterministic, with MC dropout, and each
-    with its own temperature (fitted on the validation split); the retrain's deep ensemble, with
-    and without MC dropout. Metrics, predictions.npz and the plots go to a child run tagged
-    role=evaluate.
+    inference mode. Compared on the test split: the model deterministic, with MC dropout, the
+    retrain's deep ensemble, the ensemble with MC dropout, and each of the four with its own
+    temperature (fitted on the retrain's calibration slice; for a model retrained without one, on
+    the validation split with the best trial's model). Metrics, predictions.npz and the plots go
+    to a child run tagged role=evaluate.
 
     \b
     Examples:

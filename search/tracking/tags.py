@@ -79,10 +79,10 @@ TEST_LOSS = "test_loss"  # on a retrain run
 PREDICTORS = {
     "deterministic": "deterministic",
     "mc": "MC dropout",
-    "temperature": "temperature-scaled",
-    "mc_temperature": "MC dropout, temperature-scaled",
     "ensemble": "deep ensemble",
     "ensemble_mc": "deep ensemble + MC dropout",
+    "temperature": "temperature-scaled",
+    "mc_temperature": "MC dropout, temperature-scaled",
     "ensemble_temperature": "deep ensemble, temperature-scaled",
     "ensemble_mc_temperature": "deep ensemble + MC dropout, temperature-scaled",
 }
