@@ -1,8 +1,9 @@
 """Retrain the best configuration of a search, read from MLflow, with several seeds.
 
 The config comes from the best trial's child run, so retraining works in a later shell, on
-another machine, or against a tracking server. It trains on train+valid for the number of
-epochs the best trial actually used, then scores the test split the search never saw. Several
+another machine, or against a tracking server. It trains on train+valid for the epoch at which
+the best trial's validation curve, smoothed over 5 epochs, peaked (``retrain_epochs``), then
+scores the test split the search never saw. Several
 seeds give a mean ± std, which says whether the winner's lead over the runner-up is real.
 
 A calibration slice of train+valid (``held_out``, 10% by default; ``search.data.held_out``) is
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +31,25 @@ from search.tasks import get_task, recorded_epoch_keys
 log = logging.getLogger(__name__)
 
 HELD_OUT = 0.1  # the default calibration slice: 144 of digits' 1,437 train+valid images
+SMOOTH_EPOCHS = 5  # the window of retrain_epochs' moving average
+
+
+def retrain_epochs(history: Sequence[float], mode: str, fallback: int, window: int = SMOOTH_EPOCHS) -> int:
+    """How many epochs retrain trains for: where the best trial's validation curve (one value per epoch),
+    averaged over a centred window of ``window`` epochs (the ends repeated), peaks; the latest of equal
+    peaks, up to the first non-finite value. ``fallback`` (the trial's recorded best epoch) without a history.
+
+    The raw best epoch is one noisy reading: the same config's curve, flat within a few validation
+    images from epoch 10 to 30, peaked at epoch 10 in one run and 20 in another (docs/benchmarks.md).
+    """
+    scores = (1.0 if mode == "max" else -1.0) * np.asarray(history, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    scores = scores[: bad[0]] if bad.size else scores  # the curve ends where the trial diverged
+    if scores.size == 0:
+        return fallback
+    half = window // 2
+    smooth = np.convolve(np.pad(scores, (half, half), mode="edge"), np.ones(window) / window, mode="valid")
+    return int(np.flatnonzero(smooth >= smooth.max() - 1e-9)[-1]) + 1  # 1-based; the latest of equal peaks
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -179,9 +199,11 @@ def retrain(
     trials = record.ranked_trials()
     if not trials:
         raise SearchError(f"search {record.name} has no finished trial with {metric}; nothing to retrain")
+    from search.data import held_out as carve
     from search.data import load_searched
 
     dataset = load_searched(record.params, data_dir=data_dir)
+    carve(dataset, held_out)  # too few examples for the slice: said now, before any run is opened
     task = get_task(dataset.task)
     score, mode = task.test_score, task.mode
     tracker = record.writer()
@@ -195,7 +217,8 @@ def retrain(
     example = np.asarray(dataset.test.x[:5], dtype="float32")
     for rank, trial in enumerate(picks):
         cfg = tracking.config_of(trial)
-        n_epochs = epochs or int(trial.data.metrics.get(tags.BEST_EPOCH) or cfg.get("epochs") or 20)
+        n_epochs = epochs or retrain_epochs(tracking.metric_history(uri, trial.info.run_id, metric), record.mode,
+                                            int(trial.data.metrics.get(tags.BEST_EPOCH) or cfg.get("epochs") or 20))
         entry = ConfigRetrain(trial.info.run_id, trial.info.run_name, record.score(trial), cfg, n_epochs, score=score,
                               mode=mode, held_out=held_out)
         for k in range(seeds):

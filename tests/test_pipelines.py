@@ -36,7 +36,12 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     trials = tracking.SearchRecord(store["uri"], mlc.get_run(store["parent"])).ranked_trials()
     best = trials[0]
     assert out["best"]["trial_run_id"] == best.info.run_id
-    assert out["best"]["epochs"] == int(best.data.metrics["best_epoch"])
+    # The epochs: the peak of the best trial's validation curve after a centred 5-epoch moving average (ends
+    # repeated), the latest of equal peaks; computed here from the recorded history.
+    curve = [m.value for m in sorted(mlc.get_metric_history(best.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    padded = [curve[0]] * 2 + curve + [curve[-1]] * 2
+    smooth = [sum(padded[i:i + 5]) / 5 for i in range(len(curve))]
+    assert out["best"]["epochs"] == max(i + 1 for i, v in enumerate(smooth) if v >= max(smooth) - 1e-9)
     ids = {s["run_id"] for s in out["best"]["seeds"]}
     retrains = [r for r in mlc.search_runs([best.info.experiment_id], filter_string=f"tags.`{tracking.ROLE}` = 'retrain'")
                 if r.info.run_id in ids]  # the store is shared: other tests add runs of their own
@@ -60,6 +65,20 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     assert probs.shape == (7, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert mlflow.keras.load_model("models:/pipe-model/1") is not None
     store["retrain"] = out
+
+
+def test_retrain_epochs_is_the_peak_of_the_smoothed_validation_curve() -> None:
+    from pipelines.retrain import retrain_epochs
+
+    # One lucky epoch (3) in a curve that keeps improving: the 5-epoch average peaks later.
+    curve = [0.5, 0.7, 0.95, 0.8, 0.85, 0.88, 0.9, 0.92, 0.91, 0.9]
+    # By hand: padded 0.5 0.5 | curve | 0.9 0.9; the means at epochs 7..10 are 0.892, 0.902, 0.906, 0.906.
+    assert retrain_epochs(curve, "max", fallback=3) == 10  # equal peaks at 9 and 10: the latest
+    assert retrain_epochs(curve[:9], "max", fallback=3) == 9  # means at 8, 9: 0.904, 0.910
+    assert retrain_epochs([-v for v in curve[:9]], "min", fallback=3) == 9  # a loss curve: the lowest
+    assert retrain_epochs([], "max", fallback=7) == 7  # no history: the recorded best epoch
+    # The curve ends where the trial diverged: [0.8, 0.9] gives means 0.84, 0.86.
+    assert retrain_epochs([0.8, 0.9, float("nan"), 0.95], "max", fallback=1) == 2
 
 
 def test_evaluate_logs_metrics_plots_and_predictions(store: dict[str, Any], tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ def launch_options(kwargs: dict[str, Any], quiet: bool) -> Any:
 
 def retrain_options(f: F) -> F:
     opts = [
-        click.option("--epochs", type=int, help="Epochs [default: the best trial's best epoch]."),
+        click.option("--epochs", type=int,
+                     help="Epochs [default: where the best trial's validation curve, smoothed over 5 epochs, peaked]."),
         click.option("--seeds", default=3, show_default=True, type=int, help="Retrain with this many seeds: mean ± std."),
         click.option("--register", metavar="NAME", help="Register the best seed's model in the Model Registry."),
         click.option("--compare-runner-up", is_flag=True, help="Also retrain the runner-up, to tell a real lead from luck."),

@@ -92,7 +92,8 @@ def retrain_report(r: Any) -> str:
         return (f"{label:<10} {c.trial_name}: test {c.score} {c.score_mean:.4f} ± {c.score_std:.4f}, "
                 f"test loss {c.loss_mean:.4f} ± {c.loss_std:.4f} ({len(c.seeds)} seeds, {c.epochs} epochs)")
 
-    lines = [f"search {r.search}: retrained on train+valid, scored on the test split", line(r.best, "best")]
+    held = f" less a {r.best.held_out:.0%} calibration slice" if r.best.held_out else ""
+    lines = [f"search {r.search}: retrained on train+valid{held}, scored on the test split", line(r.best, "best")]
     if r.runner_up:
         lines.append(line(r.runner_up, "runner-up"))
     if r.ensemble:

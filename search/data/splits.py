@@ -101,7 +101,7 @@ def split_two(x: np.ndarray, y: np.ndarray, *, fraction: float, what: str, strat
     """Carve ``fraction`` of the rows (at least one) off as a second split."""
     n_second = max(1, round(len(y) * fraction))
     if len(y) - n_second < 1:
-        raise DataError(f"{what}: {len(y)} examples are too few to carve a validation split; give at least 2")
+        raise DataError(f"{what}: {len(y)} examples are too few to carve a second split from; give at least 2")
     a_x, b_x, a_y, b_y = _stratified(x, y, n_second, stratify)
     return Split(a_x, a_y), Split(b_x, b_y)
 

@@ -142,7 +142,9 @@ def retrain_section(*, experiment_id: str, entries: Sequence[Mapping[str, Any]],
         loss = f"{ensemble['test_loss']:.4f}" if "test_loss" in ensemble else ""
         rows.append(f"| deep ensemble of {ensemble['members']} | (the best's seeds) | **{ensemble[f'test_{score}']:.4f}** | "
                     f"{loss} | | {link} |")
-    lines = [f"Retrained on train+valid with {n} seed{'s' if n != 1 else ''}, scored on the test split "
+    held = float(entries[0].get("held_out") or 0) if entries else 0.0
+    less = f" less a {held:.0%} calibration slice (evaluate fits its temperatures there)" if held else ""
+    lines = [f"Retrained on train+valid{less} with {n} seed{'s' if n != 1 else ''}, scored on the test split "
              "(mean ± std over seeds):", "", *rows, "", verdict, "", f"Model: `{model_uri}` (the seed with the best test "
              f"{score}, so its own test figure flatters it)"]
     if registered:
