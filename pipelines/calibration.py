@@ -8,7 +8,7 @@ T < 1 sharpens an under-confident one. Accuracy never changes: the arg-max is th
 A model that gets every held-out example right would have its NLL fall forever as T -> 0, and a
 near-perfect classifier on a small held-out slice often does (0 errors in 144 examples). So T is
 the maximum a posteriori estimate under a log-normal prior, log T ~ N(0, 0.5²): with errors in the
-slice the NLL decides; with none, the prior stops T short of 0 (at 0.55-0.67 in the digits runs
+slice the NLL decides; with none, the prior stops T short of 0 (at 0.49-0.64 in the digits runs
 measured, where the NLL alone hit the bound, 0.018: docs/benchmarks.md).
 Pure numpy and scipy.
 """

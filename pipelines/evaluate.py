@@ -120,8 +120,8 @@ class Evaluated:
 
 
 def _classification(job: Job, out: Path) -> Evaluated:
-    """Deterministic, MC dropout, temperature-scaled and (for a seed of the search's ensemble) the deep
-    ensemble with and without MC dropout: probabilities, calibration, reliability plots."""
+    """Deterministic, MC dropout and (for a seed of the search's ensemble) the deep ensemble with and
+    without MC dropout, each also with its own temperature: probabilities, calibration, reliability plots."""
     from pipelines import uncertainty as unc
     from pipelines.predictors import calibration_verdict, predict_all, with_temperatures
 
