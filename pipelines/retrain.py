@@ -3,8 +3,8 @@
 The config comes from the best trial's child run, so retraining works in a later shell, on
 another machine, or against a tracking server. It trains on train+valid for the epoch at which
 the best trial's validation curve, smoothed over 5 epochs, peaked (``retrain_epochs``), then
-scores the test split the search never saw. Several
-seeds give a mean ± std, which says whether the winner's lead over the runner-up is real.
+scores the test split the search never saw. Several seeds give a mean ± std, which says whether
+the winner's lead over the runner-up is real.
 
 A calibration slice of train+valid (``held_out``, 10% by default; ``search.data.held_out``) is
 left out of every seed's training, so that evaluate can fit temperatures (and a regressor's
@@ -30,6 +30,7 @@ from search.tasks import get_task, recorded_epoch_keys
 
 log = logging.getLogger(__name__)
 
+Progress = Callable[[int, int, str], None]  # (done, total, what)
 HELD_OUT = 0.1  # the default calibration slice: 144 of digits' 1,437 train+valid images
 SMOOTH_EPOCHS = 5  # the window of retrain_epochs' moving average
 
@@ -39,8 +40,8 @@ def retrain_epochs(history: Sequence[float], mode: str, fallback: int, window: i
     averaged over a centred window of ``window`` epochs (the ends repeated), peaks; the latest of equal
     peaks, up to the first non-finite value. ``fallback`` (the trial's recorded best epoch) without a history.
 
-    The raw best epoch is one noisy reading: the same config's curve, flat within a few validation
-    images from epoch 10 to 30, peaked at epoch 10 in one run and 20 in another (docs/benchmarks.md).
+    The raw best epoch is one noisy reading: the same config's curve, within 0.958-0.983 from epoch 6
+    on, peaked at epoch 10 in one run and at 20 in another (docs/benchmarks.md).
     """
     scores = (1.0 if mode == "max" else -1.0) * np.asarray(history, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(scores))
@@ -50,8 +51,6 @@ def retrain_epochs(history: Sequence[float], mode: str, fallback: int, window: i
     half = window // 2
     smooth = np.convolve(np.pad(scores, (half, half), mode="edge"), np.ones(window) / window, mode="valid")
     return int(np.flatnonzero(smooth >= smooth.max() - 1e-9)[-1]) + 1  # 1-based; the latest of equal peaks
-
-Progress = Callable[[int, int, str], None]  # (done, total, what)
 
 
 def _with_test_keys(run: Any) -> dict[str, Any]:
