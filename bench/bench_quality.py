@@ -67,6 +67,7 @@ def kerastuner_best(trials: int, seeds: int) -> dict[str, Any]:
     from search.train import evaluate, fit, make_tf_dataset, prepare
 
     space, dataset = load_space("default"), load_dataset("digits")
+    curves: dict[str, list[float]] = {}  # each trial's validation curve, by its hyperparameters
 
     class Model(keras_tuner.HyperModel):
         def build(self, hp: Any) -> Any:
@@ -78,9 +79,12 @@ def kerastuner_best(trials: int, seeds: int) -> dict[str, Any]:
             cfg = vocab.resolve(space.assemble(hp.values))
             data = prepare(cfg, dataset)
             stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg["patience"]), restore_best_weights=True)
-            return model.fit(make_tf_dataset(data.train, int(cfg["batch_size"]), shuffle=True),
-                             validation_data=make_tf_dataset(data.valid, 1024, shuffle=False),
-                             epochs=int(cfg["epochs"]), callbacks=[stop], verbose=0)
+            history = model.fit(make_tf_dataset(data.train, int(cfg["batch_size"]), shuffle=True),
+                                validation_data=make_tf_dataset(data.valid, 1024, shuffle=False),
+                                epochs=int(cfg["epochs"]), callbacks=[stop], verbose=0)
+            # KerasTuner keeps one value per trial (the best epoch's), not the curve: keep it here.
+            curves[json.dumps(hp.values, sort_keys=True, default=str)] = list(history.history.get("val_accuracy", []))
+            return history
 
     start = time.perf_counter()
     tuner = keras_tuner.RandomSearch(Model(), objective="val_accuracy", max_trials=trials, seed=0,
@@ -91,7 +95,7 @@ def kerastuner_best(trials: int, seeds: int) -> dict[str, Any]:
     best = tuner.oracle.get_best_trials(1)[0]
     cfg = space.assemble(best.hyperparameters.values)
     # Its epochs by retrain's own rule, from its validation curve (the recorded best step without one).
-    curve = [obs.mean() for obs in best.metrics.get_history("val_accuracy")] if best.metrics.exists("val_accuracy") else []
+    curve = curves.get(json.dumps(best.hyperparameters.values, sort_keys=True, default=str), [])
     epochs = retrain_epochs(curve, "max", int(best.best_step) + 1)
     merged = merge_train_valid(dataset)
     test = prepare(cfg, merged).test
