@@ -8,6 +8,7 @@ logs the child run tagged ``role=evaluate``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -68,12 +69,15 @@ def evaluate(
     params = source.search.params if source.search is not None else {}
     data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
-    # The model was retrained on train+valid (less its calibration slice); its inputs are standardized with
-    # those statistics if its config says so.
-    test = prepare(source.config, held_out(data, source.held_out)[0]).test
+    # The model was retrained on train+valid less its calibration slice; the test split and the slice are
+    # standardized with those statistics if its config says so. The slice rides in the valid position
+    # (merge_train_valid's valid is the test split), so one pass prepares both.
+    trained_on, held = held_out(data, source.held_out)
+    seen = prepare(source.config, trained_on if held is None else dataclasses.replace(trained_on, valid=held))
     model = tracking.load_keras_model(source.model_uri, uri)
     check_fits(model, data, source.model_uri)
-    job = Job(uri, source, data, test, model, mc_samples, seed, progress)
+    job = Job(uri, source, data, seen.test, model, mc_samples, seed, progress,
+              calibration=None if held is None else seen.valid)
     with scratch.folder("evaluate-") as folder:
         done = evaluator(data.task)(job, Path(folder))
         if done.note:
@@ -105,6 +109,7 @@ class Job:
     mc_samples: int
     seed: int
     progress: Callable[[int, int, str], None] | None
+    calibration: Any = None  # the retrain's calibration slice, prepared as the test split is; None without one
 
 
 @dataclass
@@ -197,7 +202,7 @@ def _noise_variance(job: Job, model: Any) -> tuple[float, str]:
     from search.data import held_out
     from search.train import prepare
 
-    held = calibration_split(job.source, job.data)
+    held = job.calibration
     if held is not None:
         return (noise_variance(mc.deterministic_predict(model, held.x, raw=True)[:, 0], held.y),
                 f"Aleatoric noise: the model's residual variance on the {len(held.y)} examples of train+valid its "
@@ -242,20 +247,6 @@ def _best_trial_model(uri: str, source: tracking.ModelSource) -> tuple[str, Any]
         return None
 
 
-def calibration_split(source: tracking.ModelSource, data: Any) -> Any:
-    """The calibration slice the model's retrain held out, prepared as its training saw its inputs
-    (standardized with the statistics of what it trained on); None when it held none out."""
-    import dataclasses
-
-    from search.data import held_out
-    from search.train import prepare
-
-    if source.held_out <= 0:
-        return None
-    trained_on, held = held_out(data, source.held_out)
-    return prepare(source.config, dataclasses.replace(trained_on, test=held)).test
-
-
 def _temperatures(job: Job, single: Any, ensemble: list[Any]) -> Any:
     """Each predictor's temperature, fitted where its models never looked: the retrain's calibration
     slice, with the models themselves (every predictor: deterministic, MC dropout, the ensemble with and
@@ -264,7 +255,7 @@ def _temperatures(job: Job, single: Any, ensemble: list[Any]) -> Any:
     from pipelines.predictors import fit_temperatures, predict_all
     from search.train import prepare
 
-    held = calibration_split(job.source, job.data)
+    held = job.calibration
     if held is not None:
         # Other dropout masks than the test split's, so that no sample is reused between fit and score.
         seen = predict_all(single, held.x, mc_samples=job.mc_samples, seed=job.seed + 7919, ensemble=ensemble)

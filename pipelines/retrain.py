@@ -202,7 +202,8 @@ def retrain(
     from search.data import load_searched
 
     dataset = load_searched(record.params, data_dir=data_dir)
-    carve(dataset, held_out)  # too few examples for the slice: said now, before any run is opened
+    # What every seed trains on: train+valid less the slice (too few examples for one: said now, before any run).
+    trained_on, _ = carve(dataset, held_out)
     task = get_task(dataset.task)
     score, mode = task.test_score, task.mode
     tracker = record.writer()
@@ -223,7 +224,7 @@ def retrain(
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
-            seed_run, model = _train_seed(tracker, dataset, entry, seed=k, role_rank=rank, transfer=transfer)
+            seed_run, model = _train_seed(tracker, trained_on, entry, seed=k, role_rank=rank, transfer=transfer)
             entry.seeds.append(seed_run)
             if rank == 0:  # every seed's model of the best config, so each can be loaded, served and ensembled
                 members.append(model)
@@ -247,7 +248,7 @@ def retrain(
     tracker.set_tags(record.run_id, {tags.BEST_RETRAIN_RUN_ID: seed_run.run_id, tags.MODEL_URI: model_uri})
     tracker.final_metrics(record.run_id, {f"retrain_test_{score}_mean": best.score_mean,
                                           f"retrain_test_{score}_std": best.score_std})
-    ensemble = _log_ensemble(tracker, record, dataset, best, members, example) if seeds > 1 else None
+    ensemble = _log_ensemble(tracker, record, trained_on, best, members, example) if seeds > 1 else None
     _describe(record, results, text, model_uri, register, ensemble)
     return RetrainResult(
         search=record.name, parent_run_id=record.run_id, tracking_uri=uri, metric=metric, best=best,
@@ -256,19 +257,18 @@ def retrain(
     )
 
 
-def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, dataset: Any, entry: ConfigRetrain,
+def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, trained_on: Any, entry: ConfigRetrain,
                   members: list[Any], example: Any) -> EnsembleRun:
     """The deep ensemble of the best config's seeds: one Keras model averaging their outputs (probabilities;
     a regressor's mean and, with gaussian_nll, log variance), scored on the test split and logged (Keras
     flavor) on its own run, ``search.rank=ensemble``."""
     from pipelines.ensemble import ensemble_model
-    from search.data import held_out
     from search.train import prepare
 
     model = ensemble_model(members)
-    test = prepare(entry.config, held_out(dataset, entry.held_out)[0]).test
+    test = prepare(entry.config, trained_on).test
     scores = _ensemble_scores(np.asarray(model.predict(test.x, batch_size=1024, verbose=0)), test.y,
-                              get_task(dataset.task).numeric)
+                              get_task(trained_on.task).numeric)
     seeds = ",".join(s.run_id for s in entry.seeds)
     run_id = tracker.start_child(
         f"retrain ensemble of {len(members)} seeds ({entry.trial_name.split(' ')[0]})",
@@ -309,11 +309,10 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
     record.update_section("Retrain", body)
 
 
-def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,
+def _train_seed(tracker: tracking.Tracker, merged: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,
                 transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
-    """Train ``entry``'s config on train+valid (less the calibration slice) with ``seed``; score the test
-    split; log a child run."""
-    from search.data import held_out
+    """Train ``entry``'s config on ``merged`` (train+valid less the calibration slice: ``search.data.held_out``)
+    with ``seed``; score the test split; log a child run."""
     from search.train import evaluate, fit, prepare
 
     role = "best" if role_rank == 0 else "runner_up"
@@ -330,7 +329,6 @@ def _train_seed(tracker: tracking.Tracker, dataset: Any, entry: ConfigRetrain, *
         tracker.log_metrics(run_id, {k: row[k] for k in keys if k in row}, int(row["epoch"]))
 
     with tracker.closing(run_id):
-        merged, _ = held_out(dataset, entry.held_out)
         result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False,
                      source=transfer[1] if transfer else None)
         test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
