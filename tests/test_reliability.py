@@ -41,6 +41,14 @@ def run_search(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Comple
     return subprocess.run([*SEARCH, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
 
 
+def run_search_alone(*args: str, cwd: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``run_search`` in a process group of its own, which the local Ray it starts joins; also returns the group."""
+    with subprocess.Popen([*SEARCH, *args], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
+
+
 def dump(uri: str) -> list[tuple[Any, ...]]:
     """Every run of the store: id, status, tags, params and metrics, to compare before and after."""
     mlc = tracking.client(uri)
@@ -187,10 +195,11 @@ def test_every_trial_failing_exits_non_zero_with_the_first_reason(tmp_path: Path
     space.write_text("params:\n  n_hidden: 1\n  n_neurons: {choice: [16, 24]}\n  optimizer: sgd\n  epochs: 2\n"
                      "  learning_rate: 1.0e+30\n  batch_size: 64\n  activation+initializer: [selu, lecun_normal]\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_search("launch", "--space", str(space), "--num-samples", "2", "--searcher", "random", "--scheduler",
-                      "fifo", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "nan", "-q",
-                      cwd=tmp_path, timeout=400)
+    proc, group = run_search_alone("launch", "--space", str(space), "--num-samples", "2", "--searcher", "random",
+                                   "--scheduler", "fifo", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"),
+                                   "--name", "nan", "-q", cwd=tmp_path, timeout=400)
     assert proc.returncode == 1, proc.stderr[-3000:]
+    _wait_until_gone(group, 15)  # the local Ray it started was stopped before it exited
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: every trial of search nan failed (2 trials); the first: loss became NaN")
@@ -273,8 +282,9 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
         assert proc.returncode == -signal.SIGKILL
     killed_at = time.monotonic()
     time.sleep(3)
-    resumed = run_search("launch", *where, "--resume", "-q", "--json", cwd=tmp_path, timeout=600)
+    resumed, group = run_search_alone("launch", *where, "--resume", "-q", "--json", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _wait_until_gone(group, 15)  # a finished search leaves no Ray process behind
     (parent,) = tracking.list_searches(uri, "search")
     runs = _trial_runs(uri, parent.info.run_id)
     ids = [r.data.tags[tracking.TRIAL_ID] for r in runs]

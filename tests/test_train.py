@@ -317,3 +317,43 @@ def test_nan_guard_stops_in_the_right_epoch_whatever_the_steps_per_call(digits, 
            "steps_per_execution": spe}
     with pytest.raises(TrialFailed, match=r"^loss became NaN at epoch 5$"):
         T.fit(cfg, digits, epochs=8, initial_epoch=4, seed=3)
+
+
+def test_hidden_imports_fail_inside_and_work_after():
+    from search.tune.trainable import hidden
+
+    sys.modules.pop("tabnanny", None)
+    with hidden(("tabnanny", "json")):  # json is imported already: left as it is
+        with pytest.raises(ModuleNotFoundError, match="tabnanny"):
+            import tabnanny
+        import json as again
+
+        assert again is json
+    import tabnanny
+
+    assert tabnanny.__name__ == "tabnanny" and not any(type(f).__name__ == "hidden" for f in sys.meta_path)
+
+
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow and Ray
+def test_a_trial_worker_imports_keras_without_its_extras_and_keeps_its_thread_settings():
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from search.tune.trainable import KERAS_EXTRAS, _configure_worker
+        _configure_worker(1)
+        import keras, tensorflow as tf
+        loaded = [name for name in KERAS_EXTRAS if name in sys.modules]
+        y = keras.layers.Dense(3)(tf.ones((2, 4)))
+        threads = [tf.config.threading.get_intra_op_parallelism_threads(),
+                   tf.config.threading.get_inter_op_parallelism_threads()]
+        import sklearn.metrics, matplotlib  # importable again once Keras is in
+        print(json.dumps({"loaded": loaded, "shape": list(y.shape), "threads": threads,
+                          "sklearn": sklearn.metrics.accuracy_score([1, 0], [1, 1])}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"loaded": [], "shape": [2, 3], "threads": [1, 1], "sklearn": 0.5}

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ class Search:
         self.recorded_space: Space | None = None
         self.transfer: tuple[str, dict[str, Any]] | None = None  # (model URI, its hidden layers' weights)
         self.warm: WarmStart | None = None  # --warm-start: the earlier trials handed to the searcher
+        self.owns_ray = False  # this search connected to Ray, so it disconnects once the trials are done
 
     @property
     def resume_hint(self) -> str:
@@ -78,7 +80,7 @@ class Search:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """Everything before the trials; bad input fails here, with nothing recorded."""
-        from search.tune.session import connect, resolve_concurrency
+        from search.tune.session import connect, is_connected, resolve_concurrency
 
         validate(self.opts)
         scratch.sweep()  # the scratch folders of searches and trials that were killed
@@ -95,8 +97,9 @@ class Search:
         self._load()
         # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
         # does starting Ray, which mostly waits on the processes it starts: do both at once.
-        opening = _InBackground(self.tracker.experiment_id)
+        opening = _in_background(self.tracker.experiment_id)
         s = self.opts.search
+        self.owns_ray = not is_connected()
         joined = connect(self.opts.resources.address, quiet=self.opts.run.quiet)
         if joined:
             self.notice(f"ray: joined the Ray already running at {joined} (`ray start`); `ray stop` ends it")
@@ -191,7 +194,7 @@ class Search:
     # -- run -------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         """Fit the trials; then finish, interrupt or fail."""
-        from search.tune.session import quiet_ray_output
+        from search.tune.session import quiet_ray_output, release_in_background
 
         try:
             tuner = self._tuner()
@@ -210,16 +213,22 @@ class Search:
             self.fail(err)
             raise
         assert self.tracker is not None
-        unfinished = grid.unfinished(self.tracker)
-        if unfinished:  # Ctrl-C or SIGTERM: Ray saved the experiment; leave the runs for --resume to reopen
-            self.interrupt(unfinished, exit_code=143 if term.received else 130)
+        # What is left reads Ray's results from the storage path, not from Ray: let Ray stop meanwhile.
+        releasing = release_in_background() if self.owns_ray else None
         try:
-            return self.finish(grid)
-        except SearchError:
-            raise
-        except BaseException as err:
-            self.fail(err)
-            raise
+            unfinished = grid.unfinished(self.tracker)
+            if unfinished:  # Ctrl-C or SIGTERM: Ray saved the experiment; leave the runs for --resume to reopen
+                self.interrupt(unfinished, exit_code=143 if term.received else 130)
+            try:
+                return self.finish(grid)
+            except SearchError:
+                raise
+            except BaseException as err:
+                self.fail(err)
+                raise
+        finally:
+            if releasing is not None:
+                releasing.join()
 
     def _tuner(self) -> Any:
         from ray import tune
@@ -370,29 +379,16 @@ def _check_writable_folder(root: Path) -> None:
         raise SearchError(f"--storage-path {root} is not writable; give a writable folder")
 
 
+def _in_background(fn: Callable[[], Any]) -> Future[Any]:
+    """Run ``fn`` in a thread now; the future's ``result()`` waits for it and returns or raises what it did."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-open-tracking")
+    try:
+        return pool.submit(fn)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with fn
+
+
 def _can_restore(path: Path) -> bool:
     from ray import tune
 
     return tune.Tuner.can_restore(str(path))
-
-
-class _InBackground:
-    """Run ``fn`` in a thread now; ``result()`` waits for it and returns or raises what it did."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self._outcome: tuple[bool, Any] = (False, None)
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="search-open-tracking", daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self._outcome = (True, fn())
-        except BaseException as err:  # noqa: BLE001 (raised again by result())
-            self._outcome = (False, err)
-
-    def result(self) -> Any:
-        self._thread.join()
-        ok, value = self._outcome
-        if not ok:
-            raise value
-        return value

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from search.errors import ClusterError, SearchError
 from search.tune.options import Resources
 
 log = logging.getLogger(__name__)
+# A local Ray that a search starts starts no idle workers ahead of time. Ray would start one per CPU,
+# but Ray Tune gives its trial actors a runtime_env of their own (PL_DISABLE_FORK), so they never run
+# in those: Ray starts fresh workers for them and ends the idle ones. Not starting them saved about
+# 1.3 s of a 2-trial search's wall on 2 cores (docs/benchmarks.md).
+_LOCAL_RAY = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
 def running_local_ray() -> str | None:
@@ -70,10 +76,34 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
         elif running:
             ray.init(address=running, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=_LOCAL_RAY, **kwargs)
     except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
         raise ClusterError(_explain_connect_error(address or running, err)) from None
     return running
+
+
+def is_connected() -> bool:
+    """Whether this process is already connected to Ray (a search then leaves the connection as it found it)."""
+    import ray
+
+    return ray.is_initialized()
+
+
+def release_in_background() -> threading.Thread:
+    """``ray.shutdown()`` in a thread: stop the local Ray this process started (or leave the cluster it
+    joined). Ray stops its processes one after another and waits up to a second for each, about 1.5 s
+    spent mostly waiting, which the search's report (plots, CPU) fills; join the thread before exiting."""
+    import ray
+
+    def shutdown() -> None:
+        try:
+            ray.shutdown()
+        except Exception as err:  # noqa: BLE001 (Ray's own atexit hook tries again at exit)
+            log.warning("ray.shutdown failed: %s", err)
+
+    thread = threading.Thread(target=shutdown, name="search-ray-shutdown", daemon=True)
+    thread.start()
+    return thread
 
 
 def _check_listening(address: str, timeout: float = 5.0) -> None:

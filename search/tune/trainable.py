@@ -11,9 +11,11 @@ records the results.
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import queue
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -33,6 +35,10 @@ CHECKPOINT_SCORE = "checkpoint_score"  # the metric value of the weights a repor
 EARLIER = "earlier_epochs"  # a report's epochs before its own, since the last report (coalesced), oldest first
 _WORKER_CONFIGURED = False
 _DONE = object()
+# Keras imports these at its own import when they are installed (for its scikit-learn wrappers and its
+# image-gallery plots), which a trial uses neither of: about 2 s of each worker's TF import on 2 cores
+# (docs/benchmarks.md). A trial worker imports Keras without them; they stay importable afterwards.
+KERAS_EXTRAS = ("sklearn", "matplotlib")
 
 
 def trial_config(space: Space, values: Mapping[str, Any], max_epochs: int | None) -> dict[str, Any]:
@@ -50,8 +56,28 @@ def _configure_worker(cpu_threads: int) -> None:
         return
     from search.train import configure_runtime
 
-    configure_runtime(cpu_threads=cpu_threads, gpu_memory_growth=True)
+    with hidden(KERAS_EXTRAS):  # configure_runtime imports TF, which imports Keras
+        configure_runtime(cpu_threads=cpu_threads, gpu_memory_growth=True)
     _WORKER_CONFIGURED = True
+
+
+class hidden(importlib.abc.MetaPathFinder):
+    """Within ``with hidden(names)``, importing one of these top-level packages (not yet imported) fails
+    as if it were not installed; on exit they import as usual again."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = {n for n in names if n not in sys.modules}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden while Keras is imported)", name=fullname)
+
+    def __enter__(self) -> hidden:
+        sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.meta_path.remove(self)
 
 
 class CheckpointPolicy:
