@@ -25,7 +25,7 @@ def main() -> None:
 
 
 def exit_now(code: int | str | None) -> NoReturn:
-    """Exit as Python would, less tearing down every imported module one by one (about 0.8 s once
+    """Exit as Python would, less tearing down every imported module one by one (about 0.7 s once
     mlflow and Ray are imported; docs/benchmarks.md): join the other non-daemon threads, run the
     atexit hooks (Ray's shutdown, logging's flush, weakref finalizers such as temporary folders),
     flush stdout and stderr, then ``os._exit``. Only a finished command gets here: an uncaught

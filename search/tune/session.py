@@ -17,7 +17,7 @@ from search.errors import ClusterError, SearchError
 from search.tune.options import Resources
 
 log = logging.getLogger(__name__)
-# A local Ray that a search starts starts no idle workers ahead of time. Ray would start one per CPU,
+# The local Ray a search starts has no idle workers started ahead of time. Ray would start one per CPU,
 # but Ray Tune gives its trial actors a runtime_env of their own (PL_DISABLE_FORK), so they never run
 # in those: Ray starts fresh workers for them and ends the idle ones. Not starting them saved about
 # 1.3 s of a 2-trial search's wall on 2 cores (docs/benchmarks.md).
