@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -380,12 +380,19 @@ def _check_writable_folder(root: Path) -> None:
 
 
 def _in_background(fn: Callable[[], Any]) -> Future[Any]:
-    """Run ``fn`` in a thread now; the future's ``result()`` waits for it and returns or raises what it did."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-open-tracking")
-    try:
-        return pool.submit(fn)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with fn
+    """Run ``fn`` in a daemon thread now; the future's ``result()`` waits for it and returns or raises what it
+    did. A daemon: when the search stops before it is needed (Ray refused the connection), exiting does not
+    wait for it (opening a store several processes create at once can retry for seconds)."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as err:  # noqa: BLE001 (raised again by result())
+            future.set_exception(err)
+
+    threading.Thread(target=run, name="search-open-tracking", daemon=True).start()
+    return future
 
 
 def _can_restore(path: Path) -> bool:
