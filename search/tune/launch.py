@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +69,6 @@ class Search:
         self.recorded_space: Space | None = None
         self.transfer: tuple[str, dict[str, Any]] | None = None  # (model URI, its hidden layers' weights)
         self.warm: WarmStart | None = None  # --warm-start: the earlier trials handed to the searcher
-        self.owns_ray = False  # this search connected to Ray, so it disconnects once the trials are done
 
     @property
     def resume_hint(self) -> str:
@@ -80,7 +78,7 @@ class Search:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
         """Everything before the trials; bad input fails here, with nothing recorded."""
-        from search.tune.session import connect, is_connected, resolve_concurrency
+        from search.tune.session import connect, resolve_concurrency
 
         validate(self.opts)
         scratch.sweep()  # the scratch folders of searches and trials that were killed
@@ -97,9 +95,8 @@ class Search:
         self._load()
         # Importing mlflow and opening the store (creating a new SQLite store's tables) takes seconds, and so
         # does starting Ray, which mostly waits on the processes it starts: do both at once.
-        opening = _in_background(self.tracker.experiment_id)
+        opening = _InBackground(self.tracker.experiment_id)
         s = self.opts.search
-        self.owns_ray = not is_connected()
         joined = connect(self.opts.resources.address, quiet=self.opts.run.quiet)
         if joined:
             self.notice(f"ray: joined the Ray already running at {joined} (`ray start`); `ray stop` ends it")
@@ -194,7 +191,7 @@ class Search:
     # -- run -------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         """Fit the trials; then finish, interrupt or fail."""
-        from search.tune.session import quiet_ray_output, release_in_background
+        from search.tune.session import quiet_ray_output, released
 
         try:
             tuner = self._tuner()
@@ -213,9 +210,7 @@ class Search:
             self.fail(err)
             raise
         assert self.tracker is not None
-        # What is left reads Ray's results from the storage path, not from Ray: let Ray stop meanwhile.
-        releasing = release_in_background() if self.owns_ray else None
-        try:
+        with released():  # what is left reads Ray's results from the storage path, not from Ray: Ray stops meanwhile
             unfinished = grid.unfinished(self.tracker)
             if unfinished:  # Ctrl-C or SIGTERM: Ray saved the experiment; leave the runs for --resume to reopen
                 self.interrupt(unfinished, exit_code=143 if term.received else 130)
@@ -226,9 +221,6 @@ class Search:
             except BaseException as err:
                 self.fail(err)
                 raise
-        finally:
-            if releasing is not None:
-                releasing.join()
 
     def _tuner(self) -> Any:
         from ray import tune
@@ -379,23 +371,29 @@ def _check_writable_folder(root: Path) -> None:
         raise SearchError(f"--storage-path {root} is not writable; give a writable folder")
 
 
-def _in_background(fn: Callable[[], Any]) -> Future[Any]:
-    """Run ``fn`` in a daemon thread now; the future's ``result()`` waits for it and returns or raises what it
-    did. A daemon: when the search stops before it is needed (Ray refused the connection), exiting does not
-    wait for it (opening a store several processes create at once can retry for seconds)."""
-    future: Future[Any] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as err:  # noqa: BLE001 (raised again by result())
-            future.set_exception(err)
-
-    threading.Thread(target=run, name="search-open-tracking", daemon=True).start()
-    return future
-
-
 def _can_restore(path: Path) -> bool:
     from ray import tune
 
     return tune.Tuner.can_restore(str(path))
+
+
+class _InBackground:
+    """Run ``fn`` in a thread now; ``result()`` waits for it and returns or raises what it did."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._outcome: tuple[bool, Any] = (False, None)
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="search-open-tracking", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._outcome = (True, fn())
+        except BaseException as err:  # noqa: BLE001 (raised again by result())
+            self._outcome = (False, err)
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value

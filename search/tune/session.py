@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # in those: Ray starts fresh workers for them and ends the idle ones. Not starting them saved about
 # 1.3 s of a 2-trial search's wall on 2 cores (docs/benchmarks.md).
 _LOCAL_RAY = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+_CONNECTED_HERE = False  # connect() called ray.init in this process: ``released`` may end that connection
 
 
 def running_local_ray() -> str | None:
@@ -79,31 +80,37 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
             ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config=_LOCAL_RAY, **kwargs)
     except Exception as err:  # noqa: BLE001 (ray raises many types for a refused connection)
         raise ClusterError(_explain_connect_error(address or running, err)) from None
+    global _CONNECTED_HERE
+    _CONNECTED_HERE = True
     return running
 
 
-def is_connected() -> bool:
-    """Whether this process is already connected to Ray (a search then leaves the connection as it found it)."""
+class released:
+    """``with released():`` stops the Ray that ``connect`` connected this process to (a local Ray it started,
+    or the cluster it joined) with ``ray.shutdown()`` in a thread while the block runs, and waits for it at
+    the end. Ray stops its processes one after another and waits up to a second for each: about 1.5 s, spent
+    mostly waiting, which the block's work fills. A connection ``connect`` found open is left as it was."""
+
+    def __enter__(self) -> None:
+        global _CONNECTED_HERE
+        self._thread: threading.Thread | None = None
+        if _CONNECTED_HERE:
+            _CONNECTED_HERE = False
+            self._thread = threading.Thread(target=_shutdown, name="search-ray-shutdown", daemon=True)
+            self._thread.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _shutdown() -> None:
     import ray
 
-    return ray.is_initialized()
-
-
-def release_in_background() -> threading.Thread:
-    """``ray.shutdown()`` in a thread: stop the local Ray this process started (or leave the cluster it
-    joined). Ray stops its processes one after another and waits up to a second for each, about 1.5 s
-    spent mostly waiting, which the search's report (plots, CPU) fills; join the thread before exiting."""
-    import ray
-
-    def shutdown() -> None:
-        try:
-            ray.shutdown()
-        except Exception as err:  # noqa: BLE001 (Ray's own atexit hook tries again at exit)
-            log.warning("ray.shutdown failed: %s", err)
-
-    thread = threading.Thread(target=shutdown, name="search-ray-shutdown", daemon=True)
-    thread.start()
-    return thread
+    try:
+        ray.shutdown()
+    except Exception as err:  # noqa: BLE001 (Ray's own atexit hook tries again at exit)
+        log.warning("ray.shutdown failed: %s", err)
 
 
 def _check_listening(address: str, timeout: float = 5.0) -> None:
