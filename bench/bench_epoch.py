@@ -5,10 +5,11 @@ early stopping) on digits, 1 TF thread on both sides, measured **at the same tim
 see the same load on a shared machine:
 
 * in a trial: ``search launch`` with that space, ``--concurrency 1``, 3 trials of E epochs one
-  after another. Each epoch's time is the gap between the MLflow timestamps the driver gives
-  consecutive epochs' metrics as it receives them: so it holds everything a trial adds per epoch
-  (EarlyStopping and the logging callback, ``tune.report`` and its round trip to the driver, the
-  checkpoints, the driver's callbacks and MLflow writes).
+  after another. Each epoch's time is the gap between the MLflow timestamps of consecutive
+  epochs, which the trial's worker stamps as each epoch ends (reports are coalesced, so the driver
+  receives several epochs at once): so it holds everything a trial adds per epoch in its worker
+  (EarlyStopping and the logging callback, the hand-over to the reporting thread, ``tune.report``,
+  the checkpoints) and the CPU the driver and Ray's processes take on the same cores.
 * bare: ``bench/bare_fit.py --until``, started alongside the launch, fits the same config with
   ``model.fit`` (no callbacks) over and over; its epoch gaps that fall inside the trials' window
   are the baseline.
@@ -130,8 +131,8 @@ def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
         "Method: one fixed config (`bench/spaces/epoch.yaml`, 2×128 ReLU, dropout 0.1, Adam, batch 32, no early "
         "stopping) on digits, 1 TF thread on both sides, both running at the same time so that they share the "
         "machine's load. In a trial: `search launch --concurrency 1`, an epoch is the gap between the MLflow "
-        "timestamps of consecutive epochs (callbacks, `tune.report` and its round trip, checkpoints and the "
-        "driver's callbacks included). Bare: `bench/bare_fit.py --until`, `model.fit` with no callbacks, fitting "
+        "timestamps of consecutive epochs, stamped in the worker as each epoch ends (callbacks, the reporting "
+        "thread, `tune.report`, checkpoints, and the CPU the driver and Ray's processes take, included). Bare: `bench/bare_fit.py --until`, `model.fit` with no callbacks, fitting "
         "the same config over and over; only its epochs inside the trials' time window count. First epochs "
         "(tracing) are out on both sides.",
         "",

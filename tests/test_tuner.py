@@ -94,7 +94,7 @@ def test_asha_stops_trials_early_and_marks_them(local_ray: Any, tmp_path: Path) 
         for line in path.read_text().splitlines():
             row = json.loads(line)
             reported.setdefault(row["trial_id"], []).append((int(row["epoch"]), "checkpoint_score" in row))
-    coalesced = 0
+    coalesced, longest = 0, 0.0
     for run in runs:
         ran = int(run.data.metrics["epochs_run"])
         steps = sorted(m.step for m in mlc.get_metric_history(run.info.run_id, "val_loss"))
@@ -103,7 +103,15 @@ def test_asha_stops_trials_early_and_marks_them(local_ray: Any, tmp_path: Path) 
         # Each report is the first epoch, a rung, one with a checkpoint, or the last.
         assert all(epoch in {1, ran} | rungs or checkpoint for epoch, checkpoint in told), told
         coalesced += ran - len(told)
+        # Each epoch is stamped when it ended in the worker, not when its report reached the driver:
+        # an epoch ends at least its own duration after the one before it.
+        stamps = {m.step: m.timestamp for m in mlc.get_metric_history(run.info.run_id, "val_loss")}
+        took_ms = {m.step: m.value * 1000 for m in mlc.get_metric_history(run.info.run_id, "epoch_time_s")}
+        for step in range(2, ran + 1):
+            assert stamps[step] - stamps[step - 1] >= took_ms[step] - 2, (step, stamps, took_ms)
+        longest = max(longest, *(took_ms[s] for s in range(2, ran + 1))) if ran > 1 else longest
     assert coalesced > 0, "no report carried more than one epoch"
+    assert longest > 5, "every epoch was too short for its timestamps to tell"
 
 
 def test_diverging_trial_is_failed_and_the_search_goes_on(local_ray: Any, tmp_path: Path) -> None:
@@ -158,3 +166,36 @@ def test_unreachable_tracking_server_is_detected_first(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match=f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}"):
         launch(options(tmp_path, tracking_uri=f"http://127.0.0.1:{port}"))
     assert time.monotonic() - start < 10
+
+
+def test_a_searchs_own_local_ray_runs_trials_at_the_users_priority(tmp_path: Path) -> None:
+    """Ray starts its workers at nice 15; the local Ray a search starts runs them at the priority of the
+    command that started it, as a KerasTuner or Optuna trial in the user's own process would run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import json, os, ray
+        from search.tune.session import connect, released
+        joined = connect(None, num_cpus=1)
+
+        @ray.remote(num_cpus=1)
+        def priority():
+            return os.nice(0)
+
+        print(json.dumps({"joined": joined, "driver": os.nice(0), "worker": ray.get(priority.remote())}))
+        with released():
+            pass
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["joined"] is None, "joined a Ray that was already running, so its niceness is not the search's"
+    assert out["worker"] == out["driver"], out

@@ -174,11 +174,11 @@ class Tracker:
         assert self.parent_run_id is not None
         return self.start_run(run_name, params, {tags.PARENT: self.parent_run_id, **run_tags})
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer ``metrics`` at ``step``; ``flush`` writes them."""
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """Buffer ``metrics`` at ``step``, stamped ``timestamp_ms`` (default: now); ``flush`` writes them."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(timestamp_ms) if timestamp_ms is not None else int(time.time() * 1000)
         self._pending.setdefault(run_id, []).extend(
             Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
         )

@@ -22,7 +22,7 @@ from search.config import DEFAULTS
 from search.space import Space
 from search.tasks import recorded_epoch_keys
 from search.tracking import Tracker, tags
-from search.tune.trainable import EARLIER, trial_config
+from search.tune.trainable import EARLIER, ENDED_AT, trial_config
 
 
 def driver_callbacks(tracker: Tracker, space: Space, *, metric: str, mode: str, max_epochs: int | None,
@@ -93,7 +93,8 @@ class MLflowCallback(tune.Callback):
             return
         for row in epoch_rows(result):  # a coalesced report carries the epochs since the last one
             epoch = int(row.get("epoch", row.get("training_iteration", 0)))
-            self.tracker.log_metrics(run_id, {k: row[k] for k in self.epoch_keys if k in row}, step=epoch)
+            self.tracker.log_metrics(run_id, {k: row[k] for k in self.epoch_keys if k in row}, step=epoch,
+                                     timestamp_ms=row.get(ENDED_AT))
             self.epochs[trial.trial_id] = epoch
         node = (str(result.get("node_ip") or ""), str(result.get("node_id") or ""))
         if any(node) and self._node_tagged.get(trial.trial_id) != node:  # first result, or retried elsewhere

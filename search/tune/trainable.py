@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_SCORE = "checkpoint_score"  # the metric value of the weights a reported checkpoint holds
 EARLIER = "earlier_epochs"  # a report's epochs before its own, since the last report (coalesced), oldest first
+ENDED_AT = "epoch_ended_ms"  # when the epoch ended, in the worker (ms since the epoch): MLflow's timestamp for it
 _WORKER_CONFIGURED = False
 _DONE = object()
 # Keras imports these at its own import when they are installed (for its scikit-learn wrappers and its
@@ -236,7 +237,8 @@ class _Fitter:
                     model.stop_training = True
                     return
                 folder, score = self.policy(row, model)
-                self.outbox.put(({**row, "node_id": self.node_id}, folder, score, model))
+                ended = int(time.time() * 1000)  # a coalesced epoch reaches the driver later
+                self.outbox.put(({**row, "node_id": self.node_id, ENDED_AT: ended}, folder, score, model))
 
             fit(self.cfg, self.dataset, report=report, seed=None, initial_model=initial, initial_weights=weights,
                 initial_epoch=start_epoch, source=self.source)
