@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT_SCORE = "checkpoint_score"  # the metric value of the weights a reported checkpoint holds
 EARLIER = "earlier_epochs"  # a report's epochs before its own, since the last report (coalesced), oldest first
-ENDED_AT = "epoch_ended_ms"  # when the epoch ended, in the worker (ms since the epoch): MLflow's timestamp for it
+ENDED_AT = "epoch_ended_ms"  # when the epoch ended in the worker (Unix time, ms): its MLflow timestamp
 _WORKER_CONFIGURED = False
 _DONE = object()
 # Keras imports these at its own import when they are installed (for its scikit-learn wrappers and its
@@ -236,8 +236,8 @@ class _Fitter:
                 if self.stopping.is_set():
                     model.stop_training = True
                     return
+                ended = int(time.time() * 1000)  # before any checkpoint; a coalesced epoch reaches the driver later
                 folder, score = self.policy(row, model)
-                ended = int(time.time() * 1000)  # a coalesced epoch reaches the driver later
                 self.outbox.put(({**row, "node_id": self.node_id, ENDED_AT: ended}, folder, score, model))
 
             fit(self.cfg, self.dataset, report=report, seed=None, initial_model=initial, initial_weights=weights,
