@@ -193,8 +193,8 @@ def test_a_searchs_own_local_ray_runs_trials_at_the_users_priority(tmp_path: Pat
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["joined"] is None, "joined a Ray that was already running, so its niceness is not the search's"
