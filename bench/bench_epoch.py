@@ -132,9 +132,9 @@ def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
         "stopping) on digits, 1 TF thread on both sides, both running at the same time so that they share the "
         "machine's load. In a trial: `search launch --concurrency 1`, an epoch is the gap between the MLflow "
         "timestamps of consecutive epochs, stamped in the worker as each epoch ends (callbacks, the reporting "
-        "thread, `tune.report`, checkpoints, and the CPU the driver and Ray's processes take, included). Bare: `bench/bare_fit.py --until`, `model.fit` with no callbacks, fitting "
-        "the same config over and over; only its epochs inside the trials' time window count. First epochs "
-        "(tracing) are out on both sides.",
+        "thread, `tune.report`, checkpoints, and the CPU the driver and Ray's processes take, included). "
+        "Bare: `bench/bare_fit.py --until`, `model.fit` with no callbacks, fitting the same config over and over; "
+        "only its epochs inside the trials' time window count. First epochs (tracing) are out on both sides.",
         "",
         common.md_table(rows, header),
         "",
