@@ -119,10 +119,13 @@ def test_asha_stops_trials_early_and_marks_them(local_ray: Any, tmp_path: Path) 
 
 
 def test_diverging_trial_is_failed_and_the_search_goes_on(local_ray: Any, tmp_path: Path) -> None:
+    # Leaky ReLUs, which cannot all die: with plain ReLUs, a net whose first step of lr 1e12 kills every
+    # unit only moves its output bias, its loss stays finite, and the trial finishes (the likely cause of
+    # one CI run where a 1e12 trial FINISHED).
     space = tmp_path / "diverge.yaml"
     space.write_text(
         "params:\n"
-        "  n_hidden: 1\n  n_neurons: 32\n  optimizer: sgd\n  batch_size: 64\n  epochs: 3\n"
+        "  n_hidden: 1\n  n_neurons: 32\n  activation: leaky_relu\n  optimizer: sgd\n  batch_size: 64\n  epochs: 3\n"
         "  learning_rate: {choice: [0.01, 1.0e+12]}\n"
     )
     result = launch(options(tmp_path, space=str(space), num_samples=6, name="diverge"))
