@@ -156,8 +156,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "",
         md_table(rows, header),
         "",
-        "The pipeline's evaluate run, on the same test split (the single model is the seed with the best test "
-        "accuracy, so its own figure flatters it):",
+        "The pipeline's evaluate run, on the same test split (the single model is the seed with the best "
+        "accuracy on the calibration slice, ties to its NLL there; the test split picked nothing):",
         "",
         md_table(calib, ["predictor", "accuracy", "NLL", "ECE", "Brier", "AUROC of errors"]),
         "",

@@ -8,7 +8,8 @@ the winner's lead over the runner-up is real.
 
 A calibration slice of train+valid (``held_out``, 10% by default; ``search.data.held_out``) is
 left out of every seed's training, so that evaluate can fit temperatures (and a regressor's
-noise) on the retrained models themselves, on examples they never saw.
+noise) on the retrained models themselves, on examples they never saw. The search's model is the
+seed that scores best on that slice (``pick_seed``): the test split picks nothing.
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ def _with_test_keys(run: Any) -> dict[str, Any]:
 
 @dataclass
 class SeedRun:
-    """One seed's run and its test scores: ``loss`` and ``accuracy``; or ``loss``, ``rmse``, ``mae``, ``r2``."""
+    """One seed's run and its test scores: ``loss`` and ``accuracy``; or ``loss``, ``rmse``, ``mae``, ``r2``;
+    ``held``: its ``loss`` and score on the calibration slice (empty without one)."""
 
     seed: int
     run_id: str
     scores: dict[str, float]
+    held: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,9 +94,13 @@ class ConfigRetrain:
     loss_mean = property(lambda self: self.stats("test_loss")[0])
     loss_std = property(lambda self: self.stats("test_loss")[1])
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether test score ``a`` beats ``b``."""
-        return a > b if self.mode == "max" else a < b
+    def pick_seed(self) -> SeedRun:
+        """The seed that becomes the search's model: the best score on the calibration slice, ties (a few
+        hundred examples tie often) to the lower loss there, then to the lower seed; without a slice, the
+        first seed. Never the test split: a seed picked there would flatter its own test figures."""
+        sign = -1 if self.mode == "max" else 1
+        return min(self.seeds, key=lambda s: (sign * s.held[self.score], s.held["loss"], s.seed) if s.held
+                   else (0.0, 0.0, s.seed))
 
     def summary(self) -> dict[str, Any]:
         keys = self.seeds[0].scores if self.seeds else {}
@@ -203,7 +210,7 @@ def retrain(
 
     dataset = load_searched(record.params, data_dir=data_dir)
     # What every seed trains on: train+valid less the slice (too few examples for one: said now, before any run).
-    trained_on, _ = carve(dataset, held_out)
+    trained_on, held = carve(dataset, held_out)
     task = get_task(dataset.task)
     score, mode = task.test_score, task.mode
     tracker = record.writer()
@@ -212,7 +219,6 @@ def retrain(
     picks = trials[:2] if compare_runner_up and len(trials) > 1 else trials[:1]
     total = seeds * len(picks)
     results: list[ConfigRetrain] = []
-    best_seed: SeedRun | None = None  # the best config's seed with the best test score
     members: list[Any] = []  # the best config's seed models: the deep ensemble
     example = np.asarray(dataset.test.x[:5], dtype="float32")
     for rank, trial in enumerate(picks):
@@ -224,13 +230,11 @@ def retrain(
         for k in range(seeds):
             if progress:
                 progress(len(results) * seeds + k, total, f"{'best' if rank == 0 else 'runner-up'} seed {k}")
-            seed_run, model = _train_seed(tracker, trained_on, entry, seed=k, role_rank=rank, transfer=transfer)
+            seed_run, model = _train_seed(tracker, trained_on, held, entry, seed=k, role_rank=rank, transfer=transfer)
             entry.seeds.append(seed_run)
             if rank == 0:  # every seed's model of the best config, so each can be loaded, served and ensembled
                 members.append(model)
                 tracking.log_keras_model(tracker, seed_run.run_id, model, example)
-            if rank == 0 and (best_seed is None or entry.better(seed_run.scores[score], best_seed.scores[score])):
-                best_seed = seed_run
         results.append(entry)
     if progress:
         progress(total, total, "done")
@@ -239,8 +243,7 @@ def retrain(
     if len(trials) > 1:
         lead = abs(record.score(trials[0]) - record.score(trials[1]))
     text = verdict(best, runner_up, lead, metric)
-    seed_run = best_seed
-    assert seed_run is not None
+    seed_run = best.pick_seed()
     model_uri = f"runs:/{seed_run.run_id}/{tags.MODEL_FOLDER}"  # logged above, with the other seeds
     if register:
         tracking.register_model(tracker, seed_run.run_id, register)
@@ -309,11 +312,13 @@ def _describe(record: tracking.SearchRecord, results: list[ConfigRetrain], verdi
     record.update_section("Retrain", body)
 
 
-def _train_seed(tracker: tracking.Tracker, merged: Any, entry: ConfigRetrain, *, seed: int, role_rank: int,
-                transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
-    """Train ``entry``'s config on ``merged`` (train+valid less the calibration slice: ``search.data.held_out``)
-    with ``seed``; score the test split; log a child run."""
-    from search.train import evaluate, fit, prepare
+def _train_seed(tracker: tracking.Tracker, merged: Any, held: Any, entry: ConfigRetrain, *, seed: int,
+                role_rank: int, transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
+    """Train ``entry``'s config on ``merged`` (train+valid less the calibration slice ``held``, or None:
+    ``search.data.held_out``) with ``seed``; score the test split and the slice; log a child run."""
+    import dataclasses
+
+    from search.train import fit, prepare
 
     role = "best" if role_rank == 0 else "runner_up"
     name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
@@ -331,15 +336,27 @@ def _train_seed(tracker: tracking.Tracker, merged: Any, entry: ConfigRetrain, *,
     with tracker.closing(run_id):
         result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False,
                      source=transfer[1] if transfer else None)
-        test = prepare(entry.config, merged).test  # standardized with train+valid statistics, if the config says so
-        scores = evaluate(result.model, test)
-        if get_task(merged.task).numeric:  # R² and the rest from the predictions, in the target's units
-            from pipelines.regression import point_scores
-
-            predicted = np.asarray(result.model.predict(test.x, batch_size=1024, verbose=0))[:, 0]
-            scores = {"loss": scores["loss"], **point_scores(predicted, test.y)}
-        if not all(math.isfinite(v) for v in scores.values()):
+        # Standardized with the training statistics, if the config says so; the slice rides in the valid position.
+        seen = prepare(entry.config, merged if held is None else dataclasses.replace(merged, valid=held))
+        numeric = get_task(merged.task).numeric  # R² and the rest from the predictions, in the target's units
+        scores = _scores(result.model, seen.test, numeric=numeric)
+        on_slice = {} if held is None else _scores(result.model, seen.valid, numeric=numeric)
+        if not all(math.isfinite(v) for v in [*scores.values(), *on_slice.values()]):
             raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
-        tracker.final_metrics(run_id, {f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()})
+        tracker.final_metrics(run_id, {**{f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()},
+                                       **{f"{tags.HELD_OUT_PREFIX}{k}": v for k, v in on_slice.items()}})
     tracker.end_run(run_id, "FINISHED")
-    return SeedRun(seed, run_id, scores), result.model
+    return SeedRun(seed, run_id, scores, on_slice), result.model
+
+
+def _scores(model: Any, split: Any, *, numeric: bool) -> dict[str, float]:
+    """``loss`` and the task's scores (accuracy; rmse, mae and r2) of ``model`` on ``split``."""
+    from search.train import evaluate
+
+    scores = evaluate(model, split)
+    if not numeric:
+        return scores
+    from pipelines.regression import point_scores
+
+    predicted = np.asarray(model.predict(split.x, batch_size=1024, verbose=0))[:, 0]
+    return {"loss": scores["loss"], **point_scores(predicted, split.y)}

@@ -127,6 +127,43 @@ def _calibration_slice(fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     return rest_x, held_x, held_y
 
 
+def _standardized_slice(config: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration slice as the retrained models see it (standardized by the rest, if the config says so)."""
+    from search.config import DEFAULTS
+
+    rest_x, held_x, held_y = _calibration_slice(0.1)
+    if config.get("standardize", DEFAULTS["standardize"]):
+        mean, std = rest_x.mean(axis=0), rest_x.std(axis=0)
+        held_x = (held_x - mean) / np.where(std > 1e-7, std, 1.0)
+    return held_x.astype("float32"), held_y
+
+
+def test_the_searchs_model_is_the_seed_that_scores_best_on_the_calibration_slice(retrained: dict[str, Any]) -> None:
+    """Picked on the slice no seed trained on, never on the test split: the seed's accuracy there, ties to
+    its NLL there, then to the lower seed; computed here from each seed's own logged model."""
+    from search import tracking
+    from search.tracking import tags
+
+    uri, result = retrained["uri"], retrained["retrain"]
+    held_x, held_y = _standardized_slice(result.best.config)
+    ranked = []
+    for seed in result.best.seeds:
+        run = tracking.get_run(uri, seed.run_id)
+        probs = tracking.load_keras_model(f"runs:/{seed.run_id}/model", uri).predict(held_x, verbose=0)
+        accuracy = float(np.mean(probs.argmax(axis=1) == held_y))
+        nll = float(-np.mean(np.log(probs[np.arange(len(held_y)), held_y])))
+        assert run.data.metrics["calibration_accuracy"] == pytest.approx(accuracy)
+        assert run.data.metrics["calibration_loss"] == pytest.approx(nll, rel=1e-4)
+        ranked.append((-accuracy, nll, int(run.data.tags[tags.SEED]), seed.run_id))
+    picked = min(ranked)[-1]
+    assert result.best_seed_run_id == picked
+    assert tracking.get_run(uri, picked).data.tags[tags.BEST_SEED] == "true"
+    parent = tracking.get_run(uri, result.parent_run_id)
+    assert parent.data.tags[tags.MODEL_URI] == f"runs:/{picked}/model"
+    assert (f"Model: `runs:/{picked}/model` (the seed with the best accuracy on the calibration slice; the test split "
+            "picked nothing)") in parent.data.tags["mlflow.note.content"]
+
+
 def test_evaluate_fits_each_predictors_temperature_on_the_held_out_slice(retrained: dict[str, Any]) -> None:
     from search import tracking
     from search.tracking import tags
@@ -141,15 +178,9 @@ def test_evaluate_fits_each_predictors_temperature_on_the_held_out_slice(retrain
     params = tracking.get_run(retrained["uri"], out.run_id).data.params
     assert "144 examples of train+valid the retrain held out" in out.verdict
     # The ensemble's temperature is the one that minimizes its NLL on the slice: by a grid, from the members.
-    rest_x, held_x, held_y = _calibration_slice(0.1)
-    config = retrained["retrain"].best.config
-    from search.config import DEFAULTS
-
-    if config.get("standardize", DEFAULTS["standardize"]):
-        mean, std = rest_x.mean(axis=0), rest_x.std(axis=0)
-        held_x = (held_x - mean) / np.where(std > 1e-7, std, 1.0)
+    held_x, held_y = _standardized_slice(retrained["retrain"].best.config)
     members = [tracking.load_keras_model(f"runs:/{s.run_id}/model", retrained["uri"]) for s in retrained["retrain"].best.seeds]
-    probs = np.mean([m.predict(held_x.astype("float32"), verbose=0) for m in members], axis=0)
+    probs = np.mean([m.predict(held_x, verbose=0) for m in members], axis=0)
     grid = np.exp(np.linspace(-3, 3, 1201))
     logp = np.log(np.clip(probs, 1e-12, 1))
     # The MAP under log T ~ N(0, 0.5²): summed NLL plus (log T)² / (2 · 0.25).

@@ -48,6 +48,9 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     assert len(retrains) == 2 and all(r.data.tags[tracking.ROLE] == "retrain" for r in retrains)
     assert all(r.data.params[tracking.tags.HELD_OUT] == "0.0" for r in retrains)
     assert all(r.data.tags[tracking.PARENT] == store["parent"] for r in retrains)
+    # With no calibration slice nothing unseen is left to pick a seed on: the search's model is seed 0's.
+    assert not any(k.startswith("calibration_") for r in retrains for k in r.data.metrics)
+    assert mlc.get_run(out["best_seed_run_id"]).data.tags[tracking.tags.SEED] == "0"
     accs = [r.data.metrics["test_accuracy"] for r in retrains]
     assert out["best"]["test_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert out["best"]["test_accuracy_std"] == pytest.approx(np.std(accs, ddof=1))

@@ -145,8 +145,9 @@ def retrain_section(*, experiment_id: str, entries: Sequence[Mapping[str, Any]],
     held = float(entries[0].get("held_out") or 0) if entries else 0.0
     less = f" less a {held:.0%} calibration slice (evaluate fits its temperatures there)" if held else ""
     lines = [f"Retrained on train+valid{less} with {n} seed{'s' if n != 1 else ''}, scored on the test split "
-             "(mean ± std over seeds):", "", *rows, "", verdict, "", f"Model: `{model_uri}` (the seed with the best test "
-             f"{score}, so its own test figure flatters it)"]
+             "(mean ± std over seeds):", "", *rows, "", verdict, "", f"Model: `{model_uri}` ("
+             + (f"the seed with the best {score} on the calibration slice; the test split picked nothing)" if held
+                else "seed 0: with no calibration slice, no unseen data was left to pick a seed on)")]
     if registered:
         lines[-1] += f", registered as `{registered}`"
     if ensemble:

@@ -54,7 +54,7 @@ WARM_START_RUNS = "search.warm_start_runs"  # on the parent: the parent runs (co
 RETRAIN_OF = "search.retrain_of"  # the trial run whose config was retrained
 SEED = "search.seed"  # the retrain seed
 RANK = "search.rank"  # "best" or "runner_up": which of the search's trials was retrained
-BEST_SEED = "search.best_seed"  # "true" on the seed run with the best test accuracy (the search's model)
+BEST_SEED = "search.best_seed"  # "true" on the seed run picked on the calibration slice (the search's model)
 RANK_ENSEMBLE = "ensemble"  # RANK of the run that holds the deep ensemble of the best config's seeds
 ENSEMBLE_OF = "search.ensemble_of"  # on the ensemble run: its members' seed runs, comma-separated
 HELD_OUT = "calibration_fraction"  # param of each retrain run: the share of train+valid held out for calibration
@@ -72,6 +72,7 @@ WALL_TIME_S = "wall_time_s"  # on the parent: the search's wall time
 WARM_START_TRIALS = "warm_start_trials"  # on the parent: earlier trials handed to the searcher (--warm-start)
 WARM_START_SKIPPED = "warm_start_skipped"  # on the parent: earlier trials left out (outside the space, no result)
 TEST_PREFIX = "test_"  # a retrain run's test scores: test_loss, test_accuracy; test_rmse, test_mae, test_r2
+HELD_OUT_PREFIX = "calibration_"  # the same scores of a retrain seed on its calibration slice, which picks the best seed
 TEST_ACCURACY = "test_accuracy"  # on a retrain run
 TEST_LOSS = "test_loss"  # on a retrain run
 
