@@ -200,6 +200,44 @@ def run_trial(
         fitter.stop()
 
 
+class Coalescer:
+    """Sends a trial's epochs to Tune, at most one report about every ``every_s``.
+
+    An epoch is held back (and sent with the next report, under ``EARLIER``) when the last report
+    was less than ``every_s`` ago, unless it is the final epoch, holds a checkpoint ``folder``, or
+    is in ``at``; the first epoch is always sent at once. ``every_s`` 0 sends every epoch.
+    """
+
+    def __init__(self, *, every_s: float = 0.0, at: frozenset[int] = frozenset()) -> None:
+        self.every_s, self.at = every_s, at
+        self.held: list[dict[str, Any]] = []
+        self.last = float("-inf")
+
+    def offer(self, row: dict[str, Any], folder: str | None = None, score: float = 0.0) -> None:
+        """Send ``row`` now (with what is held), or hold it; a checkpoint ``folder`` is removed once sent."""
+        must = folder is not None or bool(row.get("final")) or int(row["epoch"]) in self.at or self.every_s <= 0
+        if not must and time.monotonic() - self.last < self.every_s:
+            self.held.append(row)
+            return
+        report = {**row, EARLIER: self.held} if self.held else row
+        self.held = []
+        try:
+            if folder is None:
+                tune.report(report)
+            else:
+                tune.report({**report, CHECKPOINT_SCORE: score}, checkpoint=tune.Checkpoint.from_directory(folder))
+        finally:
+            self.last = time.monotonic()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Send what is still held (the last held epoch, with the ones before it)."""
+        if self.held:
+            held, self.held = self.held, []
+            tune.report({**held[-1], EARLIER: held[:-1]})
+
+
 class _Fitter:
     """The fit in its own thread, handing each epoch's row (and checkpoint folder) over a queue."""
 
@@ -247,38 +285,18 @@ class _Fitter:
             self.outbox.put(err)
 
     def report_epochs(self, *, every_s: float = 0.0, at: frozenset[int] = frozenset()) -> None:
-        """Report the epochs to Tune as the fit hands them over; raise what the fit raised.
-
-        An epoch is held back (and sent with the next report) when the last report was less than
-        ``every_s`` ago, unless it is the final epoch, holds a checkpoint, or is in ``at``; the first
-        epoch is always sent at once.
-        """
-        held: list[dict[str, Any]] = []
-        last = float("-inf")
+        """Report the epochs to Tune as the fit hands them over (through a ``Coalescer``); raise what
+        the fit raised."""
+        coalescer = Coalescer(every_s=every_s, at=at)
         while True:
             item = self.outbox.get()
             if item is _DONE:
-                if held:  # the fit ended without a final row (it always has one): send what is held
-                    tune.report({**held[-1], EARLIER: held[:-1]})
+                coalescer.close()  # the fit always ends with a final row, so nothing is held here
                 return
             if isinstance(item, BaseException):
                 raise item
             row, folder, score, self.model = item
-            must = folder is not None or bool(row.get("final")) or int(row["epoch"]) in at or every_s <= 0
-            if not must and time.monotonic() - last < every_s:
-                held.append(row)
-                continue
-            report = {**row, EARLIER: held} if held else row
-            held = []
-            try:
-                if folder is None:
-                    tune.report(report)
-                else:
-                    tune.report({**report, CHECKPOINT_SCORE: score}, checkpoint=tune.Checkpoint.from_directory(folder))
-            finally:
-                last = time.monotonic()
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
+            coalescer.offer(row, folder, score)
 
     def stop(self) -> None:
         """Stop the fit after its current batch, drop what it still hands over, and wait for it."""
