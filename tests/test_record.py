@@ -66,3 +66,56 @@ def test_best_trial_with_no_scored_trial_is_an_error(tmp_path: Path, monkeypatch
     monkeypatch.setattr(record_module, "BEST_PAGE", 2)
     with pytest.raises(TrackingError, match="no finished trial with val_accuracy"):
         record.best_trial()
+
+
+@pytest.mark.slow  # holds the store locked past MLflow's 20 s SQLite busy timeout
+def test_a_background_flush_that_fails_is_written_again_by_the_next_flush(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The driver's periodic flush runs in MLflow's writer thread. Here its write meets a store that another
+    connection holds locked for longer than MLflow lets SQLite wait (20 s); the foreground flush that follows (as at a
+    checkpoint or a trial's end) writes the batch again once the lock is gone: every step once, none lost."""
+    import logging
+    import sqlite3
+    import threading
+    import time
+
+    db = tmp_path / "locked.db"
+    tracker = tracking.Tracker(f"sqlite:///{db}", "background")
+    parent = tracker.start_search("bg", {}, {})
+    run_id = tracker.start_trial("t0", "trial-000", {"n_hidden": 1}, {})
+    for step in range(1, 6):
+        tracker.log_metrics(run_id, {"val_loss": 1.0 / step, "val_accuracy": step / 10}, step=step)
+    locker = sqlite3.connect(db, timeout=0, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")  # no other connection can write, or read, until it ends
+    tracker.flush(background=True)  # queued: returns at once, with the write still to happen
+    assert tracker._inflight and not tracker._pending[run_id]
+    release = threading.Timer(22.0, lambda: locker.execute("COMMIT"))  # past the background write's 20 s wait
+    release.start()
+    start = time.monotonic()
+    caplog.set_level(logging.INFO, logger="search.tracking.writer")
+    tracker.flush()  # waits for the failed background write, then writes it again, retrying until the lock ends
+    release.join()
+    assert time.monotonic() - start >= 21.0 and not tracker._inflight
+    assert "a background metrics write did not complete" in caplog.text  # it failed, and was written again
+    mlc = tracker.mlflow
+    for key, values in (("val_loss", [1.0 / s for s in range(1, 6)]), ("val_accuracy", [s / 10 for s in range(1, 6)])):
+        history = sorted((m.step, m.value) for m in mlc.get_metric_history(run_id, key))
+        assert history == list(zip(range(1, 6), values, strict=True))  # each step once
+    tracker.end_run(run_id, "FINISHED")
+    tracker.end_run(parent, "FINISHED")
+    locker.close()
+
+
+def test_a_background_flush_that_cannot_be_written_stops_at_the_next_flush_and_is_kept(tmp_path: Path) -> None:
+    """A write MLflow refuses for good (here: to a deleted run) is not dropped silently: the next foreground
+    flush raises, and the batch stays to be written."""
+    tracker = tracking.Tracker(f"sqlite:///{tmp_path}/refused.db", "background", retry_s=2.0)
+    tracker.start_search("bg", {}, {})
+    run_id = tracker.start_trial("t0", "trial-000", {"n_hidden": 1}, {})
+    tracker.log_metrics(run_id, {"val_loss": 0.5}, step=1)
+    tracker.mlflow.delete_run(run_id)
+    tracker.flush(background=True)
+    with pytest.raises(TrackingError, match="MLflow did not accept metrics"):
+        tracker.flush()
+    (rid, batch, _), = tracker._inflight
+    assert rid == run_id and [(m.key, m.step, m.value) for m in batch] == [("val_loss", 1, 0.5)]
