@@ -59,12 +59,10 @@ class Tracker:
     runs: dict[str, str] = field(default_factory=dict)  # trial id -> child run id
     _client: Any = field(default=None, repr=False, compare=False)
     _pending: dict[str, list[Any]] = field(default_factory=dict, repr=False)
-    _inflight: list[tuple[str, list[Any], Any]] = field(default_factory=list, repr=False)  # (run, batch, future)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_client"] = None
-        state["_inflight"] = []  # futures of this process's writer thread (this copy keeps them)
         return state
 
     @property
@@ -185,46 +183,14 @@ class Tracker:
             Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
         )
 
-    def flush(self, run_id: str | None = None, *, background: bool = False) -> None:
-        """Write buffered metrics (of ``run_id``, or of every run), in batches of at most 1000 (MLflow's limit).
-
-        ``background``: hand them to MLflow's asynchronous logging (its own writer thread) and return, so
-        the caller (the search's driver loop) does not wait for the store. Every flush that is not in the
-        background first waits for those writes and sends again, with retries, any that failed: when it
-        returns, every metric buffered before it is in the store.
-        """
-        if not background:
-            self._settle()
+    def flush(self, run_id: str | None = None) -> None:
+        """Write buffered metrics, in batches of at most 1000 (MLflow's limit)."""
         for rid in [run_id] if run_id else list(self._pending):
             pending = self._pending.get(rid, [])
             while pending:
                 batch = pending[:1000]
-                if background:
-                    self._inflight.append((rid, batch, self._send_async(rid, batch)))
-                else:
-                    self._retry(lambda b=batch, r=rid: self.mlflow.log_batch(r, metrics=b), "metrics")
-                del pending[: len(batch)]
-
-    def _send_async(self, run_id: str, batch: list[Any]) -> Any:
-        """A future of ``batch``'s write in MLflow's writer thread (None where it could not be queued)."""
-        try:
-            return self.mlflow.log_batch(run_id, metrics=list(batch), synchronous=False)  # its own list: MLflow may merge
-        except Exception as err:  # noqa: BLE001 (_settle writes it in the foreground instead)
-            log.debug("could not queue a metrics write (%s); it is written at the next flush", err)
-            return None
-
-    def _settle(self) -> None:
-        """Wait for the background writes; write again, in the foreground with retries, any that failed."""
-        while self._inflight:
-            rid, batch, future = self._inflight[0]
-            try:
-                if future is None:
-                    raise RuntimeError("not queued")
-                future.wait()
-            except Exception as err:  # noqa: BLE001 (a lost connection, a locked store: retried below)
-                log.info("a background metrics write did not complete (%s); writing it again", reason_of(err))
                 self._retry(lambda b=batch, r=rid: self.mlflow.log_batch(r, metrics=b), "metrics")
-            self._inflight.pop(0)  # only once written: a write that fails for good stays to be retried
+                del pending[: len(batch)]
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of every logged ``key``."""

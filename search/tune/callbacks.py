@@ -107,9 +107,7 @@ class MLflowCallback(tune.Callback):
             # before Ray counts the checkpoint).
             self.tracker.flush(run_id)
         if time.monotonic() - self._last_flush > self.flush_every_s:
-            # In MLflow's writer thread: the driver loop goes on taking results meanwhile. The flushes
-            # above and at a trial's end wait for it, so nothing they promise depends on it.
-            self.tracker.flush(background=True)
+            self.tracker.flush()
             self._last_flush = time.monotonic()
 
     def _end(self, trial: Any, status: str, end_tags: dict[str, Any]) -> None:
