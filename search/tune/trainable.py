@@ -291,7 +291,7 @@ class _Fitter:
         while True:
             item = self.outbox.get()
             if item is _DONE:
-                coalescer.close()  # the fit always ends with a final row, so nothing is held here
+                coalescer.close()  # a fit ends with a final row, always sent; this is for one that did not
                 return
             if isinstance(item, BaseException):
                 raise item
