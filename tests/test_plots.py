@@ -222,7 +222,13 @@ def test_retrain_and_evaluate_sections() -> None:
     regression = description.retrain_section(experiment_id="1", entries=[{**entry, "score": "rmse"}], verdict="",
                                              model_uri="runs:/s1/model", ensemble={"run_id": "e", "members": 2,
                                              "test_rmse": 51.25, "test_loss": 0.4, "model_uri": "runs:/e/model"})
-    assert "| test rmse |" in regression and "**51.2500**" in regression and "best test rmse" in regression
+    assert "| test rmse |" in regression and "**51.2500**" in regression
+    # Which seed is the model: the best on the calibration slice; with no slice (as here), seed 0.
+    assert "(seed 0: with no calibration slice, no unseen data was left to pick a seed on)" in regression
+    sliced = description.retrain_section(experiment_id="1", entries=[{**entry, "score": "rmse", "held_out": 0.1}],
+                                         verdict="", model_uri="runs:/s1/model")
+    assert "less a 10% calibration slice" in sliced
+    assert "(the seed with the best rmse on the calibration slice; the test split picked nothing)" in sliced
     assert "[seed 1](#/experiments/1/runs/s1)" in text and "[trial-004](#/experiments/1/runs/t4)" in text
     assert "A clear lead." in text and "`runs:/s1/model`" in text
     metrics = {"mc": {"accuracy": 0.97, "nll": 0.1, "ece": 0.02, "brier": 0.05},
