@@ -124,8 +124,9 @@ def retrain_options(f: F) -> F:
         click.option("--compare-runner-up", is_flag=True, help="Also retrain the runner-up, to tell a real lead from luck."),
         click.option("--calibration-fraction", "held_out", default=0.1, show_default=True,
                      type=click.FloatRange(0, 0.5, max_open=True),
-                     help="Share of train+valid no seed trains on: evaluate fits its temperatures (a regressor's noise) "
-                          "on it. 0 trains on all of it."),
+                     help="Share of train+valid no seed trains on: it picks the search's model among the seeds, and "
+                          "evaluate fits its temperatures (a regressor's noise) on it. 0 trains on all of it, and the "
+                          "model is seed 0's."),
     ]
     for option in reversed(opts):
         f = option(f)

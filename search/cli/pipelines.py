@@ -23,10 +23,10 @@ def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_
     """Retrain a search's best config on train+valid with several seeds; score the test split.
 
     A calibration slice of train+valid (--calibration-fraction) is held out of every seed's
-    training; evaluate fits its temperatures on it. The config is read from MLflow, so this
-    works in a later shell or on another machine.
-    Each seed is a child run (role=retrain) of the search; the best seed's model is logged with
-    MLflow's Keras flavor.
+    training: the seed that scores best on it becomes the search's model, and evaluate fits its
+    temperatures on it. The config is read from MLflow, so this works in a later shell or on
+    another machine. Each seed is a child run (role=retrain) of the search with its model in
+    MLflow's Keras flavor; with 2 seeds or more, so is their deep ensemble.
 
     \b
     Examples:
