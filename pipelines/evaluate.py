@@ -8,7 +8,6 @@ logs the child run tagged ``role=evaluate``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -59,7 +58,7 @@ def evaluate(
 ) -> EvaluateResult:
     """MC-dropout evaluation of a model on the test split, logged as a ``role=evaluate`` child run."""
     from search.data import held_out
-    from search.train import prepare
+    from search.train import prepare_held
 
     if mc_samples < 1:
         raise SearchError(f"--mc-samples must be at least 1, got {mc_samples}")
@@ -69,15 +68,11 @@ def evaluate(
     params = source.search.params if source.search is not None else {}
     data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
-    # The model was retrained on train+valid less its calibration slice; the test split and the slice are
-    # standardized with those statistics if its config says so. The slice rides in the valid position
-    # (merge_train_valid's valid is the test split), so one pass prepares both.
-    trained_on, held = held_out(data, source.held_out)
-    seen = prepare(source.config, trained_on if held is None else dataclasses.replace(trained_on, valid=held))
+    # The model was retrained on train+valid less its calibration slice.
+    test, calibration = prepare_held(source.config, *held_out(data, source.held_out))
     model = tracking.load_keras_model(source.model_uri, uri)
     check_fits(model, data, source.model_uri)
-    job = Job(uri, source, data, seen.test, model, mc_samples, seed, progress,
-              calibration=None if held is None else seen.valid)
+    job = Job(uri, source, data, test, model, mc_samples, seed, progress, calibration=calibration)
     with scratch.folder("evaluate-") as folder:
         done = evaluator(data.task)(job, Path(folder))
         if done.note:

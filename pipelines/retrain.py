@@ -98,9 +98,10 @@ class ConfigRetrain:
         """The seed that becomes the search's model: the best score on the calibration slice, ties (a few
         hundred examples tie often) to the lower loss there, then to the lower seed; without a slice, the
         first seed. Never the test split: a seed picked there would flatter its own test figures."""
+        if not all(s.held for s in self.seeds):
+            return min(self.seeds, key=lambda s: s.seed)
         sign = -1 if self.mode == "max" else 1
-        return min(self.seeds, key=lambda s: (sign * s.held[self.score], s.held["loss"], s.seed) if s.held
-                   else (0.0, 0.0, s.seed))
+        return min(self.seeds, key=lambda s: (sign * s.held[self.score], s.held["loss"], s.seed))
 
     def summary(self) -> dict[str, Any]:
         keys = self.seeds[0].scores if self.seeds else {}
@@ -316,9 +317,7 @@ def _train_seed(tracker: tracking.Tracker, merged: Any, held: Any, entry: Config
                 role_rank: int, transfer: tuple[str, Any] | None = None) -> tuple[SeedRun, Any]:
     """Train ``entry``'s config on ``merged`` (train+valid less the calibration slice ``held``, or None:
     ``search.data.held_out``) with ``seed``; score the test split and the slice; log a child run."""
-    import dataclasses
-
-    from search.train import fit, prepare
+    from search.train import fit, prepare_held
 
     role = "best" if role_rank == 0 else "runner_up"
     name = f"retrain {role} seed {seed} ({entry.trial_name.split(' ')[0]})"
@@ -336,11 +335,10 @@ def _train_seed(tracker: tracking.Tracker, merged: Any, held: Any, entry: Config
     with tracker.closing(run_id):
         result = fit(entry.config, merged, epochs=entry.epochs, report=report, seed=seed, validate=False,
                      source=transfer[1] if transfer else None)
-        # Standardized with the training statistics, if the config says so; the slice rides in the valid position.
-        seen = prepare(entry.config, merged if held is None else dataclasses.replace(merged, valid=held))
+        test, on_held = prepare_held(entry.config, merged, held)
         numeric = get_task(merged.task).numeric  # R² and the rest from the predictions, in the target's units
-        scores = _scores(result.model, seen.test, numeric=numeric)
-        on_slice = {} if held is None else _scores(result.model, seen.valid, numeric=numeric)
+        scores = _scores(result.model, test, numeric=numeric)
+        on_slice = {} if on_held is None else _scores(result.model, on_held, numeric=numeric)
         if not all(math.isfinite(v) for v in [*scores.values(), *on_slice.values()]):
             raise SearchError(f"retraining {entry.trial_name} with seed {seed} gave non-finite test metrics")
         tracker.final_metrics(run_id, {**{f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()},

@@ -78,6 +78,18 @@ def prepare(config: Mapping[str, Any], dataset: Dataset) -> Dataset:
     return standardize(dataset) if config.get("standardize", vocab.DEFAULTS["standardize"]) else dataset
 
 
+def prepare_held(config: Mapping[str, Any], trained_on: Dataset, held: Split | None) -> tuple[Split, Split | None]:
+    """The test split and the calibration slice ``held`` (None: none) as a model retrained on ``trained_on``
+    sees them: standardized with its training statistics if the config says so."""
+    import dataclasses
+
+    if held is None:
+        return prepare(config, trained_on).test, None
+    # The slice rides in the valid position (merge_train_valid's valid is the test split): one pass for both.
+    seen = prepare(config, dataclasses.replace(trained_on, valid=held))
+    return seen.test, seen.valid
+
+
 def make_tf_dataset(split: Split, batch_size: int, *, shuffle: bool, seed: int | None = None) -> Any:
     """A cached, prefetched ``tf.data`` pipeline over a split."""
     import tensorflow as tf
