@@ -120,8 +120,8 @@ def test_asha_stops_trials_early_and_marks_them(local_ray: Any, tmp_path: Path) 
 
 def test_diverging_trial_is_failed_and_the_search_goes_on(local_ray: Any, tmp_path: Path) -> None:
     # Leaky ReLUs, which cannot all die: with plain ReLUs, a net whose first step of lr 1e12 kills every
-    # unit only moves its output bias, its loss stays finite, and the trial finishes (the likely cause of
-    # one CI run where a 1e12 trial FINISHED).
+    # unit only moves its output bias, its loss stays finite, and the trial finishes (1 of 117 such trials
+    # in 45 searches; reproduced in process with every hidden bias set to -1e6).
     space = tmp_path / "diverge.yaml"
     space.write_text(
         "params:\n"
