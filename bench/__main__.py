@@ -33,6 +33,7 @@ BENCHMARKS = {
     "quality": "bench.bench_quality",
     "reports": "bench.bench_reports",
     "driver": "bench.bench_driver",
+    "store": "bench.bench_store",
     "warm_start": "bench.bench_warm_start",
 }
 

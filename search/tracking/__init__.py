@@ -4,6 +4,8 @@
 - ``store``: the tracking URI (always absolute), reachability, the client, retries;
 - ``writer``: ``Tracker``, the driver's single writer (parent run, child runs, metrics);
 - ``record``: ``SearchRecord``, the read model later commands use, and the one "best" rule;
+- ``query``: the reads it asks, by backend: ``sqlite_reader`` (``sqlite3`` on a SQLite store),
+  ``rest_reader`` (a server's REST API), and ``MlflowClient`` for anything they cannot answer;
 - ``description``: the parent run's markdown description, section by section;
 - ``models``: Keras models logged with MLflow's flavor, registered, and loaded back.
 

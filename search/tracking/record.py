@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 from search import scratch
 from search.errors import TrackingError
 from search.tracking import tags
+from search.tracking.query import query
 from search.tracking.ranking import rank_key
 from search.tracking.store import client
 from search.tracking.writer import Tracker
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
+    from mlflow.entities import Run as MlflowRun
 
-MAX_RESULTS = 50000
+    from search.tracking.query import Run as ReaderRun
+
+    Run = MlflowRun | ReaderRun  # what ``query`` returns: the same fields, whichever backend answers
+
 BEST_PAGE = 100  # trials ``best_trial`` asks the store for, best first
 
 
@@ -45,22 +49,14 @@ def run_id_of(model_uri: str) -> str | None:
 
 def list_searches(uri: str, experiment: str) -> list[Run]:
     """Parent runs of ``experiment``, newest first."""
-    mlc = client(uri)
-    exp = mlc.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return list(mlc.search_runs([exp.experiment_id], filter_string=f"tags.`{tags.ROLE}` = '{tags.ROLE_SEARCH}'",
-                                order_by=["attributes.start_time DESC"], max_results=MAX_RESULTS))
+    q = query(uri)
+    exp_id = q.experiment_id(experiment)
+    return [] if exp_id is None else q.runs(exp_id, {tags.ROLE: tags.ROLE_SEARCH})
 
 
 def get_run(uri: str, run_id: str) -> Run | None:
     """The run ``run_id``, or None if the store has none of that id."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client(uri).get_run(run_id)
-    except MlflowException:
-        return None
+    return query(uri).run(run_id)
 
 
 def artifact_paths(uri: str, run_id: str, folder: str | None = None) -> set[str]:
@@ -152,8 +148,7 @@ class SearchRecord:
 
     # -- its trials ------------------------------------------------------------------------
     def children(self, role: str | None = None) -> list[Run]:
-        filt = f"tags.`{tags.PARENT}` = '{self.run_id}'" + (f" and tags.`{tags.ROLE}` = '{role}'" if role else "")
-        return list(client(self.uri).search_runs([self.experiment_id], filter_string=filt, max_results=MAX_RESULTS))
+        return query(self.uri).runs(self.experiment_id, {tags.PARENT: self.run_id} | ({tags.ROLE: role} if role else {}))
 
     def ranked_trials(self) -> list[Run]:
         """The trial runs that scored the search metric, best first by ``rank_key``."""
@@ -171,10 +166,8 @@ class SearchRecord:
         ranks them all.
         """
         key = tags.best_metric(self.metric)
-        filt = f"tags.`{tags.PARENT}` = '{self.run_id}' and tags.`{tags.ROLE}` = '{tags.ROLE_TRIAL}'"
-        page = list(client(self.uri).search_runs(
-            [self.experiment_id], filter_string=filt, max_results=BEST_PAGE,
-            order_by=[f"metrics.`{key}` {'DESC' if self.mode == 'max' else 'ASC'}"]))
+        page = query(self.uri).runs(self.experiment_id, {tags.PARENT: self.run_id, tags.ROLE: tags.ROLE_TRIAL},
+                                    order_metric=(key, self.mode == "max"), limit=BEST_PAGE)
         scored = [r for r in page if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
         values = [r.data.metrics[key] for r in page if key in r.data.metrics]
         if len(page) == BEST_PAGE and (not scored or values[-1] == scored[0].data.metrics[key]):
