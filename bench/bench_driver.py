@@ -143,7 +143,7 @@ class _Clock(tune.Callback):
         return sum(lo <= t <= hi for t in self.times) / (hi - lo)
 
 
-def _server(folder: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
+def mlflow_server(folder: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
     """An ``mlflow server`` on a free loopback port, over ``backend`` (default: a new SQLite file)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -175,7 +175,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     folder = workdir("driver")
     sqlite = f"sqlite:///{folder}/mlflow.db"
     ray.init(num_cpus=CONCURRENT, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    server, url = _server(folder)
+    server, url = mlflow_server(folder)
     try:
         figures = {
             PLAIN: fit(folder, "plain", trials=trials, results=results, uri=None),

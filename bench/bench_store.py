@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_driver import CONCURRENT, _server, fit  # noqa: E402
+from bench.bench_driver import CONCURRENT, fit, mlflow_server  # noqa: E402
 from bench.common import (  # noqa: E402
     PY, close_env, command_line, environment, finish, main, md_table, run_timed, search_cli, targets_line, text_table,
     workdir,
@@ -58,7 +58,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         written = fit(folder, "thousand", trials=trials, results=EPOCHS, uri=uri)
     finally:
         ray.shutdown()
-    server, url = _server(folder, backend=uri)
+    server, url = mlflow_server(folder, backend=uri)
     rows, answers_agree, fast = [], True, []
     try:
         for store, where in (("SQLite", uri), ("mlflow server", url)):

@@ -15,8 +15,8 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from search.tracking.query import (
     MAX_RESULTS,
@@ -29,6 +29,7 @@ from search.tracking.query import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API = "/api/2.0/mlflow"
 TIMEOUT_S = 30.0
@@ -80,7 +81,7 @@ class RestQuery:
                 return None
             raise
 
-    def _or_mlflow(self, ask: Any, fallback: Any) -> Any:
+    def _or_mlflow(self, ask: Callable[[], T], fallback: Callable[[MlflowQuery], T]) -> T:
         try:
             return ask()
         except (OSError, ValueError, KeyError, TypeError) as err:  # urllib's errors are OSErrors

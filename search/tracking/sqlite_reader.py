@@ -10,6 +10,7 @@ asks ``MlflowQuery`` instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
@@ -65,18 +66,13 @@ class SqliteQuery:
 
     def _read(self, read: Callable[[sqlite3.Connection], T], fallback: Callable[[MlflowQuery], T]) -> T:
         try:
-            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
-        except sqlite3.Error as err:
-            log.debug("reading %s through MLflow: %s", self.uri, err)
-            return fallback(MlflowQuery(self.uri))
-        try:
-            db.execute("BEGIN")  # one snapshot: a search writing meanwhile is seen before or after, not half
-            return read(db)
+            uri = f"{self.path.as_uri()}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)) as db:
+                db.execute("BEGIN")  # one snapshot: a search writing meanwhile is seen before or after, not half
+                return read(db)
         except (sqlite3.Error, ValueError) as err:
             log.debug("reading %s through MLflow: %s", self.uri, err)
             return fallback(MlflowQuery(self.uri))
-        finally:
-            db.close()
 
 
 def _assemble(db: sqlite3.Connection, chosen: str, args: list[Any]) -> list[Run]:
