@@ -38,8 +38,22 @@ class TrialError(UserError):
         click.echo(f"trial failed: {self.message}", err=True)
 
 
+def _usage_error(err: click.UsageError, ctx: click.Context) -> UserError:
+    """One line for a bad option or value, naming the help of the command that refused it."""
+    path = " ".join(["search", *(err.ctx or ctx).command_path.split()[1:]])  # `search`, however it was started
+    error = UserError(f"{err.format_message()} (see `{path} --help`)")
+    error.exit_code = err.exit_code
+    return error
+
+
 class SearchGroup(click.Group):
     """Turns the project's exceptions into one-line errors, in every subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:  # `search --bogus`: the group's own options, one line as well
+            raise _usage_error(err, ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         from search.errors import TrialFailed
@@ -48,10 +62,7 @@ class SearchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as err:  # a bad option or value: one line too, with where to read more
-            where = f"search {ctx.invoked_subcommand} --help" if ctx.invoked_subcommand else "search --help"
-            error = UserError(f"{err.format_message()} (see `{where}`)")
-            error.exit_code = err.exit_code
-            raise error from None
+            raise _usage_error(err, ctx) from None
         except SearchError as err:
             error = UserError(str(err))
             error.exit_code = err.exit_code

@@ -47,8 +47,15 @@ def dataset_options(f: F) -> F:
     )(f)
 
 
+def _experiment_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():  # MLflow refuses it only after Ray and the data are up; say so before anything starts
+        raise click.BadParameter(f"must be a non-empty experiment name, got {value!r}")
+    return value
+
+
 def tracking_options(f: F) -> F:
-    f = click.option("--experiment", default="search", show_default=True, help="MLflow experiment name.")(f)
+    f = click.option("--experiment", default="search", show_default=True, callback=_experiment_name,
+                     help="MLflow experiment name.")(f)
     return click.option(
         "--tracking-uri",
         envvar="MLFLOW_TRACKING_URI",

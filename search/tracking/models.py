@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from search import scratch
@@ -54,6 +55,10 @@ def load_keras_model(model_uri: str, tracking_uri: str) -> Any:
     import search.model  # noqa: F401 (registers the custom layers and schedules with Keras)
 
     mlflow.set_tracking_uri(tracking_uri)
+    local_path = model_uri.removeprefix("file://") if model_uri.startswith("file://") or "://" not in model_uri else None
+    if local_path is not None and ":" not in local_path.split("/")[0] and not Path(local_path).expanduser().exists():
+        raise SearchError(f"no model at {model_uri}: no such file or folder; give runs:/RUN_ID/model, "
+                          f"models:/NAME/VERSION, or the path of an MLflow model folder or a .keras file")
     # Downloaded into a folder removed after loading: the model is in memory, the copy would leak.
     try:
         with scratch.folder("model-") as folder:

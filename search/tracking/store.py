@@ -113,7 +113,9 @@ def retrying(fn: Callable[[], T], *, deadline_s: float, what: str) -> T:
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 (mlflow raises many types for a lost connection)
-            if _is_user_error(err) or time.monotonic() - start + delay > deadline_s:
+            if _is_user_error(err):  # refused outright: no retry, and no deadline to name
+                raise TrackingError(f"MLflow did not accept {what}: {_first_line(err)}") from None
+            if time.monotonic() - start + delay > deadline_s:
                 raise TrackingError(f"MLflow did not accept {what} within {deadline_s:.0f} s: {_first_line(err)}") from None
             log.warning("MLflow unavailable (%s); retrying %s in %.1f s", _first_line(err), what, delay)
             time.sleep(delay)

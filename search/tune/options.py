@@ -183,6 +183,11 @@ def settle_task(opts: LaunchOptions, task: str) -> LaunchOptions:
     if metric not in spec.epoch_metrics:
         raise SearchError(f"--metric {metric} is not reported by a {task} task; give one of "
                           f"{', '.join(spec.epoch_metrics)} (or drop --metric for {spec.metric})")
-    mode = opts.search.mode or (infer_mode(metric) if opts.search.metric else spec.mode)
+    right = infer_mode(metric) if opts.search.metric else spec.mode
+    mode = opts.search.mode or right
+    if mode != right:  # every epoch metric has one better direction: the other one picks the worst trial
+        raise SearchError(f"--mode {mode} with --metric {metric} would rank the worst trials first (a "
+                          f"{'lower' if right == 'min' else 'higher'} {metric} is better); give --mode {right}, "
+                          f"or drop --mode")
     return opts.with_search(task=task, metric=metric, mode=mode, space=opts.search.space or spec.space)
 
