@@ -84,7 +84,8 @@ def search_options(f: F) -> F:
         click.option("--metric", help="Metric the search optimizes [default: val_accuracy for classification, "
                                        "val_rmse for regression]."),
         click.option("--mode", type=click.Choice(["max", "min"]),
-                     help="Whether a larger metric is better [default: min for a loss, else max]."),
+                     help="Whether a larger metric is better; it must agree with the metric [default: min for a "
+                          "loss or an error, else max]."),
         click.option("--concurrency", type=int, help="Trials at once [default: as many as the CPUs allow]."),
         click.option("--cpus-per-trial", default=1.0, show_default=True, type=float, help="CPUs per trial (TF threads follow)."),
         click.option("--gpus-per-trial", default=0.0, show_default=True, type=float, help="GPUs per trial; 0.5 shares a GPU."),
