@@ -43,6 +43,12 @@ class EvaluateResult:
         return dict(self.__dict__)
 
 
+def check_options(*, mc_samples: int) -> None:
+    """Refuse evaluate's bad options (``search pipeline`` asks before its search)."""
+    if mc_samples < 1:
+        raise SearchError(f"--mc-samples must be at least 1, got {mc_samples}")
+
+
 def evaluate(
     *,
     tracking_uri: str | None = None,
@@ -60,8 +66,7 @@ def evaluate(
     from search.data import held_out
     from search.train import prepare_held
 
-    if mc_samples < 1:
-        raise SearchError(f"--mc-samples must be at least 1, got {mc_samples}")
+    check_options(mc_samples=mc_samples)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri, must_exist=True)
     source = tracking.model_source(uri, run_id=run_id, model_uri=model_uri, experiment=experiment)

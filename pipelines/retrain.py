@@ -174,6 +174,16 @@ def verdict(best: ConfigRetrain, runner_up: ConfigRetrain | None, lead: float | 
     return f"The best trial led the runner-up by {lead:.4f} {metric} (seed std of {what} {spread:.4f} over {n} seeds)."
 
 
+def check_options(*, seeds: int, epochs: int | None, held_out: float) -> None:
+    """Refuse retrain's bad options, each with its rule and value (``search pipeline`` asks before its search)."""
+    if seeds < 1:
+        raise SearchError(f"--seeds must be at least 1, got {seeds}")
+    if epochs is not None and epochs < 1:
+        raise SearchError(f"--epochs must be at least 1, got {epochs}")
+    if not 0 <= held_out < 0.5:
+        raise SearchError(f"--calibration-fraction must be in [0, 0.5), got {held_out}")
+
+
 def retrain(
     *,
     tracking_uri: str | None = None,
@@ -191,12 +201,7 @@ def retrain(
     """Retrain the best trial of a search (and optionally its runner-up) and log the runs."""
     # One function on purpose: it is the pipeline's order of work (find, train each seed, pick the
     # best seed, log the model, describe), each step one or two calls.
-    if seeds < 1:
-        raise SearchError(f"--seeds must be at least 1, got {seeds}")
-    if epochs is not None and epochs < 1:
-        raise SearchError(f"--epochs must be at least 1, got {epochs}")
-    if not 0 <= held_out < 0.5:
-        raise SearchError(f"--calibration-fraction must be in [0, 0.5), got {held_out}")
+    check_options(seeds=seeds, epochs=epochs, held_out=held_out)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri, must_exist=True)
     if register is not None:

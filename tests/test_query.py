@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import MlflowServer
 
 pytest.importorskip("mlflow")
 
@@ -49,7 +46,7 @@ def _view(run: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, free_port: Any) -> Iterator[dict[str, Any]]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("query")
     uri = f"sqlite:///{folder}/mlflow.db"
     tracker = tracking.Tracker(uri, "search")
@@ -75,28 +72,13 @@ def store(tmp_path_factory: pytest.TempPathFactory, free_port: Any) -> Iterator[
     other = tracking.Tracker(uri, "other")
     other.end_run(other.start_search("s2", {"metric": "val_loss", "mode": "min"}, {}), "FINISHED")
     other.flush()
-    port = free_port()
-    log = open(folder / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", uri, "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = MlflowServer(folder, dict(os.environ), store_uri=uri, serve_artifacts=False)
+    server.start()
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=3):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-2000:]
-                time.sleep(0.5)
-        yield {"uri": uri, "url": url, "folder": folder, "parent": parent, "trials": trials, "experiment": exp}
+        server.wait_healthy(timeout=180)
+        yield {"uri": uri, "url": server.uri, "folder": folder, "parent": parent, "trials": trials, "experiment": exp}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
+        server.stop()
 
 
 @pytest.mark.parametrize("reader", ["sqlite", "rest"])

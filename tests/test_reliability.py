@@ -87,6 +87,12 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("minimizing the default accuracy", ["launch", "--mode", "min"], "give --mode max, or drop --mode"),
     ("empty experiment", ["runs", "--experiment", " "], "must be a non-empty experiment name"),
     ("empty experiment for a search", ["launch", "--experiment", ""], "must be a non-empty experiment name"),
+    # search pipeline checks its retrain and evaluate options before its search: nothing is searched
+    ("pipeline with no seeds", ["pipeline", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    ("pipeline with no MC samples", ["pipeline", "--mc-samples", "0"], "--mc-samples must be at least 1, got 0"),
+    ("pipeline with no epochs", ["pipeline", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ("pipeline with a bad model name, no store yet", ["pipeline", "--register", "a/b", "--tracking-uri",
+                                                      "sqlite:///{tmp}/missing.db"], "--register 'a/b'"),
     ("missing model file", ["evaluate", "--model-uri", "{tmp}/none.keras"], "no model at"),
     ("an option a nested command lacks", ["spaces", "show", "quick", "--tracking-uri", "{uri}"],
      "No such option '--tracking-uri'. (see `search spaces show --help`)"),

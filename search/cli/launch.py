@@ -56,20 +56,29 @@ def pipeline(as_json: bool, quiet: bool, epochs: int | None, seeds: int, registe
       search pipeline
       search pipeline --space quick --num-samples 8 --seeds 2 --mc-samples 50
     """
-    from pipelines.evaluate import evaluate as run_evaluate
-    from pipelines.retrain import retrain as run_retrain
+    from pipelines import evaluate as evaluating
+    from pipelines import retrain as retraining
+    from search import tracking
     from search.tune.launch import launch as run_launch
 
     terminate_as_interrupt()
+    # Every stage's options are checked before the search: a bad --seeds must not cost a search first.
+    opts = announce(launch_options(kwargs, quiet))
+    retraining.check_options(seeds=seeds, epochs=epochs, held_out=held_out)
+    evaluating.check_options(mc_samples=mc_samples)
+    if register is not None:
+        uri = tracking.resolve_tracking_uri(opts.tracking.tracking_uri)
+        tracking.check_reachable(uri)
+        tracking.check_model_name(uri, register)
     printer = progress_printer(quiet)
-    searched = run_launch(announce(launch_options(kwargs, quiet)), progress=printer, notice=notice_printer(quiet))
+    searched = run_launch(opts, progress=printer, notice=notice_printer(quiet))
     if printer:
         sys.stderr.write("\n")
-    retrained = run_retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
+    retrained = retraining.retrain(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
                             parent_run=searched.parent_run_id, epochs=epochs, seeds=seeds, register=register,
                             compare_runner_up=compare_runner_up, data_dir=kwargs.get("data_dir"), held_out=held_out,
                             progress=progress_bar(quiet, "retraining"))
-    evaluated = run_evaluate(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
+    evaluated = evaluating.evaluate(tracking_uri=searched.tracking_uri, experiment=searched.experiment,
                              run_id=retrained.best_seed_run_id, mc_samples=mc_samples, seed=kwargs.get("seed", 0),
                              data_dir=kwargs.get("data_dir"), progress=progress_bar(quiet, "MC sampling"))
     report = {"search": searched.to_dict(), "retrain": retrained.to_dict(), "evaluate": evaluated.to_dict(),

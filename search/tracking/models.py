@@ -83,6 +83,14 @@ def check_model_name(uri: str, name: str) -> None:
     from search.tracking.store import client
 
     try:
+        try:  # MLflow's own rule, without a store (a private function: guarded, the store asks the same)
+            from mlflow.utils.validation import _validate_model_name
+        except ImportError:
+            _validate_model_name = None
+        if _validate_model_name is not None:
+            _validate_model_name(name)
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            return  # no store yet (`search pipeline` before its search): asking would create an empty one
         client(uri).get_registered_model(name)
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
