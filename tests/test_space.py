@@ -210,6 +210,8 @@ params:
         ("params:\n  activation+initializer: {choice: [[relu]]}\n", r"each option must list 2 values"),
         ("- just a list\n", r"a space file is a mapping"),
         ("params: {}\n", r"params: must be a non-empty mapping"),
+        ("params:\n  n_hidden: {int: [1, 3]}\n  n_hidden: 2\n", r"line 3: 'n_hidden' is given twice \(first on line 2\)"),
+        ("params:\n  lr: 1\nparams:\n  n_hidden: 2\n", r"line 3: 'params' is given twice"),
     ],
 )
 def test_bad_space_files_name_file_and_key(tmp_path: Path, text: str, pattern: str) -> None:
