@@ -278,7 +278,8 @@ def _data(params: Any, dataset: str | None, *, data_dir: str | None, target: str
 
     if dataset is None:
         return load_searched(params, data_dir=data_dir, target=target, what="the model's search")
-    data = load_subset(dataset, data_dir=data_dir or params.get("data_dir") or None, target=target,
+    column = target if dataset.strip().lower().endswith(".csv") else "label"  # the search's column names a CSV's only
+    data = load_subset(dataset, data_dir=data_dir or params.get("data_dir") or None, target=column,
                        classes=params.get("classes") or None,
                        train_limit=int(params["train_limit"]) if params.get("train_limit") else None)
     recorded = params.get("dataset_fingerprint")

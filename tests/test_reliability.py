@@ -93,6 +93,8 @@ BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("pipeline with no epochs", ["pipeline", "--epochs", "0"], "--epochs must be at least 1, got 0"),
     ("pipeline with a bad model name, no store yet", ["pipeline", "--register", "a/b", "--tracking-uri",
                                                       "sqlite:///{tmp}/missing.db"], "--register 'a/b'"),
+    ("a label column for a built-in dataset", ["launch", "--target", "species"],
+     "--target 'species' names the label column of a CSV file, but digits is not one"),
     ("missing model file", ["evaluate", "--model-uri", "{tmp}/none.keras"], "no model at"),
     ("an option a nested command lacks", ["spaces", "show", "quick", "--tracking-uri", "{uri}"],
      "No such option '--tracking-uri'. (see `search spaces show --help`)"),

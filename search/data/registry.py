@@ -97,6 +97,9 @@ def load_dataset(
         get_task(task)
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
+    if target != "label" and not (path.is_file() and path.suffix.lower() == ".csv"):
+        raise DataError(f"--target {target!r} names the label column of a CSV file, but {text} is not one (it "
+                        f"carries its own labels); drop --target")
     if text and path.is_file():
         return dataclasses.replace(_load_file(path, target=target, task=task), source=str(path.resolve()))
     if text and path.is_dir():
