@@ -79,6 +79,9 @@ def _busy_port() -> tuple[socket.socket, int]:
 BAD_INPUT: list[tuple[str, list[str], str]] = [
     ("negative seed", ["launch", "--seed", "-1"], "--seed"),
     ("seed past 32 bits", ["launch", "--seed", "4294967296"], "--seed"),
+    ("negative seed for a trial", ["trial", "--seed", "-1"], "'--seed': -1 is not in the range"),
+    ("negative seed for evaluate", ["evaluate", "--seed", "-1"], "'--seed': -1 is not in the range"),
+    ("a key set twice", ["trial", "--set", "n_hidden=2", "--set", "n_hidden=3"], "--set n_hidden is given twice"),
     ("negative max-failures", ["launch", "--max-failures", "-1"], "--max-failures"),
     ("pbt with tpe", ["launch", "--scheduler", "pbt"], "--scheduler pbt runs only with --searcher random"),
     ("bad mode", ["launch", "--mode", "sideways"], "--mode"),

@@ -13,6 +13,13 @@ from search.tune.algorithms import SCHEDULERS, SEARCHERS, choices_help
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+SEED = click.IntRange(0, 2**32 - 1)  # NumPy's, TF's and Ray's seeds are 32-bit
+
+
+def seed_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--seed", default=0, show_default=True, type=SEED, help=help_text)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
@@ -92,7 +99,7 @@ def search_options(f: F) -> F:
         click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to join [env: RAY_ADDRESS; default: a local Ray]."),
         tracking_options,
         click.option("--name", help="Search name (the parent run's name) [default: SPACE-DATASET-TIME]."),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1), help="Searcher seed."),
+        seed_option("Searcher seed."),
         click.option("--storage-path", envvar="SEARCH_STORAGE_PATH", help="Ray results and checkpoints [default: ./ray_results]."),
         click.option("--resume", is_flag=True, help="Continue the interrupted search --name."),
         click.option("--max-failures", default=0, show_default=True, type=click.IntRange(min=0),

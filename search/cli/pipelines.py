@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from search.cli.base import cli, terminate_as_interrupt
-from search.cli.options import evaluate_options, json_option, quiet_option, retrain_options, tracking_options
+from search.cli.options import evaluate_options, json_option, quiet_option, retrain_options, seed_option, tracking_options
 from search.cli.output import emit, evaluate_report, progress_bar, retrain_report
 
 
@@ -49,7 +49,7 @@ def retrain(tracking_uri: str | None, experiment: str, name: str | None, parent_
 @evaluate_options
 @click.option("--dataset", help="Dataset [default: the one the search used].")
 @click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="Dataset folder, if needed.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the MC sampling.")
+@seed_option("Seed of the MC sampling.")
 @json_option
 @quiet_option
 def evaluate(tracking_uri: str | None, experiment: str, run_id: str | None, model_uri: str | None, mc_samples: int,

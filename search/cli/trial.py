@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from search.cli.base import cli
-from search.cli.options import dataset_options, json_option, quiet_option, tracking_options
+from search.cli.options import dataset_options, json_option, quiet_option, seed_option, tracking_options
 from search.errors import SearchError
 
 
@@ -16,7 +16,7 @@ from search.errors import SearchError
 @click.option("--space", "space_name", default="quick", show_default=True, help="Space to sample from (name or path).")
 @dataset_options
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fix a key (repeatable).")
-@click.option("--seed", default=0, show_default=True, help="Seed for the sampled config and the weights.")
+@seed_option("Seed for the sampled config and the weights.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the config's `epochs`).")
 @click.option("--transfer-from", metavar="RUN_ID|MODEL_URI",
               help="Reuse the hidden layers of this model (with --set reuse_layers=N); read from --tracking-uri.")
@@ -84,11 +84,16 @@ def _config(space_name: str, seed: int, overrides: tuple[str, ...]) -> dict[str,
     from search.space import load_space
 
     cfg = load_space(space_name).sample(seed)
+    given: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise SearchError(f"--set {item}: expected KEY=VALUE, e.g. --set n_hidden=3")
-        cfg[key.strip()] = vocab.parse_value(key.strip(), text)
+        key = key.strip()
+        if key in given:  # the last would win silently
+            raise SearchError(f"--set {key} is given twice ({given[key]!r}, then {text!r}); keep one")
+        given[key] = text
+        cfg[key] = vocab.parse_value(key, text)
     cfg = {k: v for k, v in cfg.items() if vocab.applies(k, cfg)}  # e.g. momentum after --set optimizer=adam
     vocab.check_config(cfg)
     return cfg
