@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search import config as vocab
 from search.errors import SpaceError
 from search.space.dimensions import (
@@ -42,6 +40,7 @@ from search.space.dimensions import (
     label,
 )
 from search.space.space import Space
+from search.space.yaml_text import read_yaml
 
 BUILTIN_PACKAGE = "search.spaces"
 COUPLE = "+"
@@ -67,33 +66,9 @@ def load_space(name_or_path: str | Path) -> Space:
     return parse_space(text, name=text_name, origin=f"spaces/{text_name}.yaml")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load``, but a key given twice in one mapping is an error: YAML keeps the last one
-    silently, so ``n_hidden`` given as a range and again as a fixed value would search nothing."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice (first on line {seen[key] + 1}); keep one",
-                    key_node.start_mark)
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_space(text: str, *, name: str = "space", origin: str = "<string>") -> Space:
     """Parse and validate the YAML text of a space. Errors name ``origin`` and the key."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        kind = "" if "given twice" in problem else "malformed YAML: "
-        raise SpaceError(f"{origin}:{where}: {kind}{problem}") from None
-    return _Builder(origin, name).build(data, text)
+    return _Builder(origin, name).build(read_yaml(text, origin), text)
 
 
 @dataclass
