@@ -211,6 +211,11 @@ def retrain(
     trials = record.ranked_trials()
     if not trials:
         raise SearchError(f"search {record.name} has no finished trial with {metric}; nothing to retrain")
+    status = record.parent.info.status
+    if status != "FINISHED":  # interrupted, or still running: its best so far, which --resume may still beat
+        log.warning("search %s is %s, not finished: retraining the best of the %d trials that scored so far "
+                    "(finish it first with `search launch --name %s --resume`)", record.name, status, len(trials),
+                    record.name)
     from search.data import held_out as carve
     from search.data import load_searched
 

@@ -295,6 +295,11 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
         runs = _trial_runs(uri, parent.info.run_id)
         assert parent.info.status == "KILLED" and all(r.info.status != "RUNNING" for r in runs)
         assert sum(r.info.status == "FINISHED" for r in runs) >= 1
+        # `search runs` counts an interrupted search's trials and its best so far (no summary was written)
+        listed = json.loads(run_search("runs", "--tracking-uri", uri, "--json", cwd=tmp_path).stdout)
+        key = tracking.tags.best_metric("val_accuracy")
+        scores = [r.data.metrics[key] for r in runs if key in r.data.metrics]
+        assert listed[0]["trials"] == len(runs) and listed[0]["best"] == max(scores), (listed, scores)
         assert _our_scratch() <= scratch_before
         _wait_until_gone(proc.pid, 60)
         return

@@ -150,10 +150,11 @@ class SearchRecord:
     def children(self, role: str | None = None) -> list[Run]:
         return query(self.uri).runs(self.experiment_id, {tags.PARENT: self.run_id} | ({tags.ROLE: role} if role else {}))
 
-    def ranked_trials(self) -> list[Run]:
-        """The trial runs that scored the search metric, best first by ``rank_key``."""
+    def ranked_trials(self, trials: list[Run] | None = None) -> list[Run]:
+        """The trial runs (``trials``, else all of them) that scored the search metric, best first by ``rank_key``."""
         key = tags.best_metric(self.metric)
-        scored = [r for r in self.children(tags.ROLE_TRIAL) if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
+        found = self.children(tags.ROLE_TRIAL) if trials is None else trials
+        scored = [r for r in found if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
         return sorted(scored, key=lambda r: rank_key(r.data.metrics[key], r.data.metrics.get(tags.BEST_EPOCH_VAL_LOSS),
                                                      r.info.run_name or "", self.mode))
 
@@ -203,10 +204,13 @@ class SearchRecord:
     def overview(self) -> dict[str, Any]:
         """One row of ``search runs``: name, status, space, trials and the best metric."""
         metrics = self.parent.data.metrics
-        trials = metrics.get(tags.TRIALS)
+        trials, best = metrics.get(tags.TRIALS), metrics.get(tags.best_metric(self.metric))
+        if trials is None:  # interrupted or still running: the summary comes at the end, so read the trials
+            found = self.children(tags.ROLE_TRIAL)
+            ranked = self.ranked_trials(found)
+            trials, best = len(found), (self.score(ranked[0]) if ranked else None)
         return {"name": self.name, "run_id": self.run_id, "status": self.parent.info.status,
-                "space": self.params.get("space"), "trials": None if trials is None else int(trials),
-                "metric": self.metric, "best": metrics.get(tags.best_metric(self.metric))}
+                "space": self.params.get("space"), "trials": int(trials), "metric": self.metric, "best": best}
 
     def trial_view(self, trial: Run) -> dict[str, Any]:
         """What ``search best`` prints of a trial: its metric, best epoch, config and every metric."""
