@@ -97,7 +97,7 @@ def load_dataset(
         get_task(task)
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
-    if target != "label" and not (path.is_file() and path.suffix.lower() == ".csv"):
+    if target != "label" and path.suffix.lower() != ".csv":  # a missing CSV is said below, as missing
         raise DataError(f"--target {target!r} names the label column of a CSV file, but {text} is not one (it "
                         f"carries its own labels); drop --target")
     if text and path.is_file():
