@@ -300,6 +300,8 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
         key = tracking.tags.best_metric("val_accuracy")
         scores = [r.data.metrics[key] for r in runs if key in r.data.metrics]
         assert listed[0]["trials"] == len(runs) and listed[0]["best"] == max(scores), (listed, scores)
+        best = json.loads(run_search("best", "--tracking-uri", uri, "--json", cwd=tmp_path).stdout)
+        assert best["search_status"] == "KILLED" and best["value"] == max(scores), best
         assert _our_scratch() <= scratch_before
         _wait_until_gone(proc.pid, 60)
         return

@@ -55,6 +55,8 @@ def best(tracking_uri: str | None, experiment: str, name: str | None, parent_run
     def text(r: dict[str, Any]) -> str:
         lines = [f"{r['trial']}  {metric} {r['value']:.4f} at epoch {r['best_epoch']}  (run {r['run_id']})"]
         lines += [f"  {k:<18} {v}" for k, v in sorted(r["config"].items())]
+        if r["search_status"] != "FINISHED":  # interrupted or running: --resume may still find better
+            lines.append(f"(search {r['search']} is {r['search_status']}: the best so far)")
         return "\n".join(lines)
 
     emit(result, as_json, text)

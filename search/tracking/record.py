@@ -215,7 +215,8 @@ class SearchRecord:
     def trial_view(self, trial: Run) -> dict[str, Any]:
         """What ``search best`` prints of a trial: its metric, best epoch, config and every metric."""
         epoch = trial.data.metrics.get(tags.BEST_EPOCH)
-        return {"search": self.name, "parent_run_id": self.run_id, "run_id": trial.info.run_id,
+        return {"search": self.name, "search_status": self.parent.info.status, "parent_run_id": self.run_id,
+                "run_id": trial.info.run_id,
                 "trial": trial.info.run_name, "metric": self.metric, "value": self.score(trial),
                 "best_epoch": None if epoch is None else int(epoch), "config": config_of(trial),
                 "metrics": dict(trial.data.metrics)}
