@@ -310,6 +310,36 @@ def test_auto_steps_per_execution_changes_no_number(digits, cfg):
         np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("cfg", [
+    {"n_hidden": 2, "n_neurons": 32, "dropout": 0.2, "batch_norm": "after", "optimizer": "adam",
+     "learning_rate": 3e-3, "batch_size": 64},
+    {"n_hidden": 1, "n_neurons": 48, "optimizer": "nesterov", "momentum": 0.9, "lr_schedule": "one_cycle",
+     "schedule_max_lr": 0.05, "batch_size": 32, "clipnorm": 1.0},
+], ids=["dropout-bn-adam", "nesterov-1cycle-clipped"])
+def test_optimizer_built_before_the_first_step_trains_what_keras_lazy_build_trains(digits, cfg):
+    """compile_model builds the optimizer at once (one trace less); Keras, left alone, builds it in the
+    first traced step. Same seed, same batches: the same weights and optimizer state after 3 epochs."""
+    import keras
+
+    from search.model import build_model
+
+    steps = -(-len(digits.train.y) // cfg["batch_size"])
+    eager = build_model(cfg, digits.input_shape, digits.n_classes, steps_per_epoch=steps, seed=5)
+    lazy = build_model(cfg, digits.input_shape, digits.n_classes, steps_per_epoch=steps, seed=5)
+    assert eager.optimizer.built
+    optimizer = keras.optimizers.deserialize(keras.optimizers.serialize(lazy.optimizer))
+    lazy.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                 steps_per_execution=lazy.steps_per_execution)
+    assert not lazy.optimizer.built
+    for model in (eager, lazy):
+        model.fit(digits.train.x, digits.train.y, batch_size=cfg["batch_size"], epochs=3, shuffle=False, verbose=0)
+    for wa, wb in zip(eager.get_weights(), lazy.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert int(eager.optimizer.iterations) == int(lazy.optimizer.iterations) == 3 * steps
+    for va, vb in zip(eager.optimizer.variables, lazy.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(va), np.asarray(vb))
+
+
 @pytest.mark.parametrize("spe", [1, 7, "auto"])
 def test_nan_guard_stops_in_the_right_epoch_whatever_the_steps_per_call(digits, spe):
     """The NaN guard runs once per compiled call; a call never spans epochs, so the epoch is exact."""
