@@ -119,8 +119,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                  f"{r['best']:.4f}", r["epochs"], r["trials"]] for k, r in w["rows"].items()]
 
     fixed = [[k, f"{b[k]['first_trial_s']:.1f}", f"{b[k]['after_last_s']:.1f}", f"{b[k]['fixed_s']:.1f}"] for k, _ in OURS]
-    headline = (f"16x30 wall: ASHA {ratios['asha_vs_kt']:.2f}x KerasTuner Random, {ratios['asha_vs_ray']:.2f}x Ray "
-                f"ASHA; FIFO {ratios['fifo_vs_kt']:.2f}x KT, {ratios['fifo_vs_ray']:.2f}x Ray FIFO; 8x10: "
+    headline = (f"16x30 wall: ASHA {ratios['asha_vs_kt']:.2f}x KerasTuner Random, {ratios['asha_vs_ray']:.3f}x Ray "
+                f"ASHA; FIFO {ratios['fifo_vs_kt']:.2f}x KT, {ratios['fifo_vs_ray']:.3f}x Ray FIFO; 8x10: "
                 f"{ratios['small_vs_kt']:.2f}x KT; fixed cost {max(b[asha]['fixed_s'], b[fifo]['fixed_s']):.1f} s")
     result = {"quick": quick, "env": env, "big": big, "small": small, "checks": checks, "ratios": ratios,
               "headline": headline, "met": all(checks.values())}
