@@ -249,7 +249,12 @@ def _wait_for(predicate: Callable[[], bool], proc: subprocess.Popen, timeout: fl
 def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, sig: signal.Signals) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     where = ["--tracking-uri", uri, "--storage-path", str(tmp_path / "ray"), "--name", "sig"]
-    first = [*SEARCH, "launch", "--space", "quick", "--num-samples", "3", "--max-epochs", "4", "--searcher", "random",
+    # quick's nets with no early stopping and 100 epochs: each trial runs for seconds however fast the machine,
+    # so the signal lands inside the second trial (with 4 epochs, a fast machine finished the search first).
+    space = tmp_path / "long.yaml"
+    text = (Path(__file__).parents[1] / "spaces" / "quick.yaml").read_text()
+    space.write_text(text.replace("epochs: 8", "epochs: 100").replace("patience: 3", "patience: 1000"))
+    first = [*SEARCH, "launch", "--space", str(space), "--num-samples", "3", "--searcher", "random",
              "--scheduler", "fifo", "--concurrency", "1", *where, "-q"]
     scratch_before = _our_scratch()
     proc = subprocess.Popen(first, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -261,7 +266,7 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
             return sum(r.info.status == "FINISHED" for r in runs) >= 1 and any(r.info.status == "RUNNING" for r in runs)
 
         _wait_for(mid_second_trial, proc, 300, "a trial finished and another ran")
-        time.sleep(2)  # into the running trial's epochs
+        time.sleep(1)  # into the running trial's epochs
         os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=180)
     finally:
@@ -280,7 +285,7 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
 
         from search.cli import cli
 
-        for flags, said in ((["--space", "default"], "--space default (the search has quick)"),
+        for flags, said in ((["--space", "default"], f"--space default (the search has {space})"),
                             (["--num-samples", "9"], "--num-samples 9 (the search has 3)")):
             # In this process: refused before Ray starts, so an interpreter's imports are spared.
             refused = CliRunner().invoke(cli, ["launch", *where, "--resume", *flags, "-q"], catch_exceptions=False)
@@ -318,7 +323,7 @@ def test_signal_mid_trial_then_resume_gives_one_run_per_trial(tmp_path: Path, si
     assert len(ids) == 3 and len(set(ids)) == 3, ids
     assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["space"] == "quick"  # the recorded settings, not the CLI's defaults
+    assert parent.data.params["space"] == str(space)  # the recorded settings, not the CLI's defaults
     assert json.loads(resumed.stdout)["best"]["run_id"] in {r.info.run_id for r in runs}
     assert _our_scratch() <= scratch_before  # no temporary folder of ours left behind
     # No orphan: Ray's processes end with the driver that started them (after SIGKILL its dashboard and
