@@ -16,14 +16,19 @@ MEMBER_PREFIX = "member_"
 
 
 def ensemble_model(members: Sequence[Any]) -> Any:
-    """One model whose output is the mean of the members' outputs (probabilities)."""
+    """One model whose output is the mean of the members' outputs (probabilities). The members go in as
+    inference copies (``search.model.inference_copy``): a compiled member would carry its optimizer and loss
+    into the file, and with 1cycle or a regressor's loss no process without this project could load it."""
     import keras
+
+    from search.model import inference_copy
 
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     shapes = {tuple(m.input_shape[1:]) for m in members} | {("out", *m.output_shape[1:]) for m in members}
     if len(shapes) != 2:
         raise ValueError(f"the members' input and output shapes differ: {sorted(shapes, key=str)}")
+    members = [inference_copy(m) for m in members]
     for index, member in enumerate(members):
         member.name = f"{MEMBER_PREFIX}{index}"  # nested models need distinct names to save as one file
     inputs = keras.Input(shape=tuple(members[0].input_shape[1:]), name="inputs")

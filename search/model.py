@@ -57,6 +57,7 @@ __all__ = [
     "execution_steps",
     "has_dropout",
     "hidden_widths",
+    "inference_copy",
     "schedule_callbacks",
     "to_mc",
 ]
@@ -190,6 +191,21 @@ def compile_model(model: keras.Model, config: Mapping[str, Any], output: int | O
     # tf.function that makes variables is traced twice: built here, each new model's first epoch is
     # about 0.3 s shorter on digits (docs/benchmarks.md), with the same variables and the same updates.
     model.optimizer.build(model.trainable_variables)
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """``model`` without its training state: the same layers and weights, not compiled.
+
+    A compiled model saves its optimizer, loss and metrics with it, and loading them needs this
+    project's own schedule (1cycle) and a regressor's losses and metrics imported first; Keras
+    imports only its own modules, so ``mlflow.keras.load_model`` and ``mlflow models serve`` fail
+    on such a model in any other process. The copy loads with Keras alone and predicts the same.
+    """
+    if not getattr(model, "compiled", False):
+        return model
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def execution_steps(config: Mapping[str, Any], steps_per_epoch: int) -> int:

@@ -141,3 +141,63 @@ def test_a_model_uri_that_does_not_load(store: dict[str, Any]) -> None:
     res = CliRunner().invoke(cli, ["evaluate", "--model-uri", f"runs:/{parent.info.run_id}/space.yaml",
                                    "--tracking-uri", store["uri"]])
     assert res.exit_code == 2 and "cannot load a Keras model from" in res.stderr, res.stderr
+
+
+_FOREIGN_LOAD = """
+import json, sys
+import numpy as np
+import mlflow, mlflow.keras, mlflow.pyfunc
+x = np.asarray(json.loads(sys.argv[2]), dtype="float32")
+keras_out = mlflow.keras.load_model(sys.argv[1]).predict(x, verbose=0)
+pyfunc_out = mlflow.pyfunc.load_model(sys.argv[1]).predict(x)
+print(json.dumps({"search_imported": any(m == "search" or m.startswith("search.") for m in sys.modules),
+                  "keras": np.asarray(keras_out).tolist(), "pyfunc": np.asarray(pyfunc_out).tolist()}))
+"""
+
+
+@pytest.mark.slow  # two models logged to a real store, loaded in a fresh Python
+def test_a_logged_model_loads_and_predicts_where_this_project_is_not_imported(tmp_path: Path) -> None:
+    """A 1cycle classifier, a gaussian_nll regressor (the project's own schedule, loss and metrics) and a deep
+    ensemble of two 1cycle members load with mlflow.keras and as a pyfunc (what `mlflow models serve` runs) in a process that never imports `search`,
+    and predict what the trained models predict."""
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from search.model import build_model
+    from search.tasks import Output
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 6)).astype(np.float32)
+    classifier = build_model({"n_hidden": 1, "n_neurons": 8, "optimizer": "nesterov", "lr_schedule": "one_cycle",
+                              "schedule_max_lr": 0.05, "epochs": 2}, (6,), 3, steps_per_epoch=2, seed=0)
+    labels = rng.integers(0, 3, size=48)
+    classifier.fit(x, labels, batch_size=24, epochs=2, verbose=0)
+    other = build_model({"n_hidden": 1, "n_neurons": 8, "optimizer": "nesterov", "lr_schedule": "one_cycle",
+                         "schedule_max_lr": 0.05, "epochs": 2}, (6,), 3, steps_per_epoch=2, seed=1)
+    other.fit(x, labels, batch_size=24, epochs=2, verbose=0)
+    regressor = build_model({"n_hidden": 1, "n_neurons": 8, "loss": "gaussian_nll"}, (6,),
+                            Output("regression", 0, 10.0, 2.0), seed=0)
+    regressor.fit(x, rng.normal(10, 2, size=48).astype(np.float32), batch_size=24, epochs=2, verbose=0)
+    uri = tracking.resolve_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker = tracking.Tracker(uri, "search")
+    tracker.start_search("models", {}, {})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": uri}
+    from pipelines.ensemble import ensemble_model
+
+    for name, model in (("one_cycle", classifier), ("gaussian_nll", regressor),
+                        ("ensemble", ensemble_model([classifier, other]))):
+        run = tracker.start_child(name, {}, {})
+        model_uri = tracking.log_keras_model(tracker, run, model, x[:2])
+        tracker.end_run(run, "FINISHED")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=uri, dst_path=str(tmp_path / name))
+        proc = subprocess.run([sys.executable, "-c", _FOREIGN_LOAD, local, json.dumps(x[:5].tolist())], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{name}: {proc.stderr[-2000:]}"
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["search_imported"] is False, name
+        want = np.asarray(model.predict(x[:5], verbose=0))
+        np.testing.assert_allclose(np.asarray(out["keras"]), want, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(np.asarray(out["pyfunc"]), want, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -15,8 +15,9 @@ PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
 
 
 def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any) -> str:
-    """Log ``model`` with MLflow's Keras flavor (signature and input example) on ``run_id``; tag the run with
-    its model URI (``register_model`` registers it).
+    """Log ``model``, without its optimizer and loss (``search.model.inference_copy``), with MLflow's Keras
+    flavor (signature and input example) on ``run_id``; tag the run with its model URI (``register_model``
+    registers it).
 
     ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
     before creating the model folder), so the flavor is saved with ``save_model`` into a folder
@@ -26,6 +27,9 @@ def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any) -> 
     import numpy as np
     from mlflow.models import infer_signature
 
+    from search.model import inference_copy
+
+    model = inference_copy(model)  # loads without this project installed: no 1cycle, no custom loss to find
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     with scratch.folder("model-") as folder:
         path = os.path.join(folder, tags.MODEL_FOLDER)
