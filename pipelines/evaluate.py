@@ -73,9 +73,9 @@ def evaluate(
     params = source.search.params if source.search is not None else {}
     data = _data(params, dataset, data_dir=data_dir, target=params.get("target", target))
     name = dataset or params.get("dataset") or "digits"
-    # The model was retrained on train+valid less its calibration slice.
-    test, calibration = prepare_held(source.config, *held_out(data, source.held_out))
     model = tracking.load_keras_model(source.model_uri, uri)
+    # The model was retrained on train+valid less its calibration slice.
+    test, calibration = prepare_held(_input_config(source.config, model), *held_out(data, source.held_out))
     check_fits(model, data, source.model_uri)
     job = Job(uri, source, data, test, model, mc_samples, seed, progress, calibration=calibration)
     with scratch.folder("evaluate-") as folder:
@@ -213,10 +213,19 @@ def _noise_variance(job: Job, model: Any) -> tuple[float, str]:
         return (noise_variance(mc.deterministic_predict(trial[1], valid.x, raw=True)[:, 0], valid.y),
                 f"Aleatoric noise: the residual variance of the best trial model {trial[0]} on the "
                 f"{len(valid.y)} validation examples.")
-    train = prepare(job.source.config, held_out(job.data, job.source.held_out)[0]).train
+    train = prepare(_input_config(job.source.config, model), held_out(job.data, job.source.held_out)[0]).train
     return (noise_variance(mc.deterministic_predict(model, train.x, raw=True)[:, 0], train.y),
             "Aleatoric noise: the model's own residual variance on the data it was trained on (no trial model of the "
             "same config to measure it on held-out data), so the intervals are likely too narrow.")
+
+
+def _input_config(config: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The config to prepare ``model``'s inputs with: a logged retrain model (or ensemble) standardizes its own
+    inputs (``retrain.served``), so it reads them raw; a trial's model, or one logged before, does not."""
+    from pipelines.ensemble import members
+    from search.model import standardizes_inputs
+
+    return {**config, "standardize": False} if any(standardizes_inputs(m) for m in members(model)) else config
 
 
 def _without_epochs(config: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from search import tracking
+from search.config import TrialConfig
 from search.tracking import tags
 from search.tracking.description import retrain_section
 from search.errors import SearchError
@@ -244,8 +245,8 @@ def retrain(
             seed_run, model = _train_seed(tracker, trained_on, held, entry, seed=k, role_rank=rank, transfer=transfer)
             entry.seeds.append(seed_run)
             if rank == 0:  # every seed's model of the best config, so each can be loaded, served and ensembled
-                members.append(model)
-                tracking.log_keras_model(tracker, seed_run.run_id, model, example)
+                members.append(served(model, cfg, trained_on))
+                tracking.log_keras_model(tracker, seed_run.run_id, members[-1], example)
         results.append(entry)
     if progress:
         progress(total, total, "done")
@@ -271,16 +272,29 @@ def retrain(
     )
 
 
+def served(model: Any, config: Any, trained_on: Any) -> Any:
+    """The model as it is logged and served: uncompiled, and with ``standardize`` taking raw inputs (the
+    training statistics as its first layer), so its signature, ``mlflow models serve`` and evaluate all
+    give it the data as the dataset holds it."""
+    from search.model import inference_copy, with_input_standardization
+
+    copy = inference_copy(model)
+    if not TrialConfig.of(config).standardize:
+        return copy
+    from search.data import standardization
+
+    return with_input_standardization(copy, *standardization(trained_on.train))
+
+
 def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, trained_on: Any, entry: ConfigRetrain,
                   members: list[Any], example: Any) -> EnsembleRun:
     """The deep ensemble of the best config's seeds: one Keras model averaging their outputs (probabilities;
     a regressor's mean and, with gaussian_nll, log variance), scored on the test split and logged (Keras
     flavor) on its own run, ``search.rank=ensemble``."""
     from pipelines.ensemble import ensemble_model
-    from search.train import prepare
 
-    model = ensemble_model(members)
-    test = prepare(entry.config, trained_on).test
+    model = ensemble_model(members)  # served copies: they take the inputs raw
+    test = trained_on.test
     scores = _ensemble_scores(np.asarray(model.predict(test.x, batch_size=1024, verbose=0)), test.y,
                               get_task(trained_on.task).numeric)
     seeds = ",".join(s.run_id for s in entry.seeds)

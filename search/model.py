@@ -58,6 +58,8 @@ __all__ = [
     "has_dropout",
     "hidden_widths",
     "inference_copy",
+    "standardizes_inputs",
+    "with_input_standardization",
     "schedule_callbacks",
     "to_mc",
 ]
@@ -206,6 +208,33 @@ def inference_copy(model: keras.Model) -> keras.Model:
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     return copy
+
+
+STANDARDIZE_LAYER = "input_standardize"
+
+
+def with_input_standardization(model: keras.Sequential, mean: Any, scale: Any) -> keras.Sequential:
+    """An uncompiled copy of ``model`` that standardizes its own inputs first: ``(x - mean) / scale``, the
+    statistics the ``standardize`` option applied to its training data outside the model. Logged this way, a
+    model trained with ``standardize: true`` takes raw inputs, as its signature and ``mlflow models serve`` say."""
+    import numpy as np
+
+    config = model.get_config()
+    layers = list(config["layers"])
+    first = 1 if layers and layers[0]["class_name"] == "InputLayer" else 0
+    mean = np.asarray(mean, dtype="float32")
+    norm = keras.layers.Normalization(axis=tuple(range(1, mean.ndim + 1)), mean=mean,  # one statistic per feature
+                                      variance=np.square(np.asarray(scale, dtype="float32")), name=STANDARDIZE_LAYER)
+    layers.insert(first, keras.saving.serialize_keras_object(norm))
+    copy = keras.Sequential.from_config({**config, "layers": layers})
+    for layer in model.layers:
+        copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
+
+
+def standardizes_inputs(model: Any) -> bool:
+    """Whether ``model`` (a logged retrain model or ensemble member) standardizes its own inputs."""
+    return any(layer.name == STANDARDIZE_LAYER for layer in getattr(model, "layers", []))
 
 
 def execution_steps(config: Mapping[str, Any], steps_per_epoch: int) -> int:

@@ -100,9 +100,7 @@ def test_retrain_logs_every_seed_and_the_ensemble(retrained: dict[str, Any]) -> 
     parent = tracking.get_run(uri, result.parent_run_id)
     assert parent.data.tags[tags.ENSEMBLE_RUN_ID] == ens.info.run_id
     # Independently: each seed's own logged model, averaged.
-    from search.train import prepare
-
-    test = prepare(result.best.config, held_out(load_subset("digits"), 0.1)[0]).test
+    test = held_out(load_subset("digits"), 0.1)[0].test  # raw: a logged model standardizes its own inputs
     probs = np.mean([tracking.load_keras_model(f"runs:/{r}/model", uri).predict(test.x, verbose=0) for r in seed_ids], axis=0)
     accuracy = float(np.mean(probs.argmax(axis=1) == test.y))
     loss = float(-np.mean(np.log(probs[np.arange(len(test.y)), test.y])))
@@ -219,9 +217,7 @@ def test_the_ensemble_serves_with_mlflow_models_serve(retrained: dict[str, Any],
     proc = subprocess.Popen([str(mlflow), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
                              "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    from search.train import prepare
-
-    x = prepare(retrained["retrain"].best.config, held_out(load_subset("digits"), 0.1)[0]).test.x[:4].astype("float32")
+    x = held_out(load_subset("digits"), 0.1)[0].test.x[:4].astype("float32")  # raw, as a user sends them
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -244,3 +240,48 @@ def test_the_ensemble_serves_with_mlflow_models_serve(retrained: dict[str, Any],
     want = tracking.load_keras_model(model_uri, uri).predict(x, verbose=0)
     np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow  # a 1-trial search, a 2-seed retrain and an evaluate on a real Ray and store
+def test_a_standardize_config_is_logged_and_evaluated_on_raw_inputs(tmp_path: Path) -> None:
+    """With ``standardize: true`` the data is standardized outside the model while it trains; the logged models
+    carry the training statistics as their first layer, so they take raw inputs (as their signature and
+    `mlflow models serve` say). Checked against what retrain measured on the in-memory models with the data
+    standardized: each seed's logged model on the raw calibration slice (carved here independently) scores what
+    retrain recorded, and evaluate reproduces the recorded test accuracies."""
+    import ray
+
+    from conftest import STORE_SPACE
+    from pipelines.evaluate import evaluate
+    from pipelines.retrain import retrain
+    from search import tracking
+    from search.model import standardizes_inputs
+    from search.tune import LaunchOptions
+    from search.tune.launch import launch
+
+    space = tmp_path / "space.yaml"
+    space.write_text(STORE_SPACE.replace("  epochs: 3", "  epochs: 2\n  standardize: true"))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        searched = launch(LaunchOptions.from_flat(
+            space=str(space), num_samples=1, searcher="random", scheduler="fifo", name="std", quiet=True,
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", storage_path=str(tmp_path / "ray")))
+    finally:
+        if started:
+            ray.shutdown()
+    uri = searched.tracking_uri
+    result = retrain(tracking_uri=uri, parent_run=searched.parent_run_id, seeds=2)
+    assert result.best.config["standardize"] is True
+    _, held_x, held_y = _calibration_slice(0.1)  # raw
+    for seed in result.best.seeds:
+        model = tracking.load_keras_model(f"runs:/{seed.run_id}/model", uri)
+        assert standardizes_inputs(model)
+        accuracy = float(np.mean(model.predict(held_x.astype("float32"), verbose=0).argmax(axis=1) == held_y))
+        assert tracking.get_run(uri, seed.run_id).data.metrics["calibration_accuracy"] == pytest.approx(accuracy)
+    evaluated = evaluate(tracking_uri=uri, run_id=result.best_seed_run_id, mc_samples=5)
+    best = tracking.get_run(uri, result.best_seed_run_id).data.metrics
+    assert evaluated.metrics["deterministic"]["accuracy"] == pytest.approx(best["test_accuracy"])
+    ensemble = tracking.get_run(uri, result.ensemble.run_id).data.metrics
+    assert evaluated.metrics["ensemble"]["accuracy"] == pytest.approx(ensemble["test_accuracy"])

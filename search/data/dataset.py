@@ -78,6 +78,14 @@ class Dataset:
         )
 
 
+def standardization(train: Split) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, scale) ``standardize`` applies, from the training split: the scale is the std, or 1 where
+    the std is below ``STD_FLOOR``."""
+    mean = train.x.mean(axis=0, dtype=np.float64)
+    std = train.x.std(axis=0, dtype=np.float64)
+    return mean, np.where(std < STD_FLOOR, 1.0, std)
+
+
 def standardize(dataset: Dataset) -> Dataset:
     """Standardize every feature with the TRAIN split's mean and standard deviation.
 
@@ -85,9 +93,7 @@ def standardize(dataset: Dataset) -> Dataset:
     whose training std is below 1e-7 (constant in train, like the corner pixels of digits)
     is only centred, not divided, so it cannot blow up in valid or test. Returns a new Dataset.
     """
-    mean = dataset.train.x.mean(axis=0, dtype=np.float64)
-    std = dataset.train.x.std(axis=0, dtype=np.float64)
-    scale = np.where(std < STD_FLOOR, 1.0, std)
+    mean, scale = standardization(dataset.train)
 
     def apply(split: Split) -> Split:
         return Split(((split.x - mean) / scale).astype(np.float32), split.y)
