@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,23 +59,29 @@ def search_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ``{"uri": its store, "parent": its parent run id, "root": the folder holding both}``. One per test
     session, shared by the modules that read it; tests that add runs to it (retrain, evaluate) must
     not assume they are alone."""
+    root = tmp_path_factory.mktemp("store")
+    result = random_search(root, STORE_SPACE, num_samples=3, name="pipe")
+    return {"uri": result.tracking_uri, "parent": result.parent_run_id, "root": root}
+
+
+def random_search(root: Path, space_text: str, *, num_samples: int, name: str) -> Any:
+    """A finished random FIFO search over ``space_text`` on digits, in process on a real Ray (started for it
+    when none is running), into ``root``'s SQLite store; its ``LaunchResult``."""
     import ray
 
     from search.tune import LaunchOptions
     from search.tune.launch import launch
 
-    root = tmp_path_factory.mktemp("store")
     space = root / "space.yaml"
-    space.write_text(STORE_SPACE)
+    space.write_text(space_text)
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        result = launch(LaunchOptions.from_flat(
-            space=str(space), num_samples=3, searcher="random", scheduler="fifo", name="pipe", quiet=True,
+        return launch(LaunchOptions.from_flat(
+            space=str(space), num_samples=num_samples, searcher="random", scheduler="fifo", name=name, quiet=True,
             tracking_uri=f"sqlite:///{root}/mlflow.db", storage_path=str(root / "ray"),
         ))
     finally:
         if started:
             ray.shutdown()
-    return {"uri": result.tracking_uri, "parent": result.parent_run_id, "root": root}

@@ -249,28 +249,14 @@ def test_a_standardize_config_is_logged_and_evaluated_on_raw_inputs(tmp_path: Pa
     `mlflow models serve` say). Checked against what retrain measured on the in-memory models with the data
     standardized: each seed's logged model on the raw calibration slice (carved here independently) scores what
     retrain recorded, and evaluate reproduces the recorded test accuracies."""
-    import ray
-
-    from conftest import STORE_SPACE
+    from conftest import STORE_SPACE, random_search
     from pipelines.evaluate import evaluate
     from pipelines.retrain import retrain
     from search import tracking
     from search.model import standardizes_inputs
-    from search.tune import LaunchOptions
-    from search.tune.launch import launch
 
-    space = tmp_path / "space.yaml"
-    space.write_text(STORE_SPACE.replace("  epochs: 3", "  epochs: 2\n  standardize: true"))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        searched = launch(LaunchOptions.from_flat(
-            space=str(space), num_samples=1, searcher="random", scheduler="fifo", name="std", quiet=True,
-            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", storage_path=str(tmp_path / "ray")))
-    finally:
-        if started:
-            ray.shutdown()
+    space = STORE_SPACE.replace("  epochs: 3", "  epochs: 2\n  standardize: true")
+    searched = random_search(tmp_path, space, num_samples=1, name="std")
     uri = searched.tracking_uri
     result = retrain(tracking_uri=uri, parent_run=searched.parent_run_id, seeds=2)
     assert result.best.config["standardize"] is True
