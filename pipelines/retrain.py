@@ -233,6 +233,9 @@ def retrain(
     results: list[ConfigRetrain] = []
     members: list[Any] = []  # the best config's seed models: the deep ensemble
     example = np.asarray(dataset.test.x[:5], dtype="float32")
+    # What each output column is, in every logged model's MLmodel file: --classes and a CSV's labels are
+    # renumbered 0..k-1, and nothing else in the model says which column is which class.
+    metadata = {} if task.numeric else {"classes": list(dataset.class_names or map(str, range(dataset.n_classes)))}
     for rank, trial in enumerate(picks):
         cfg = tracking.config_of(trial)
         n_epochs = epochs or retrain_epochs(tracking.metric_history(uri, trial.info.run_id, metric), record.mode,
@@ -246,7 +249,7 @@ def retrain(
             entry.seeds.append(seed_run)
             if rank == 0:  # every seed's model of the best config, so each can be loaded, served and ensembled
                 members.append(served(model, cfg, trained_on))
-                tracking.log_keras_model(tracker, seed_run.run_id, members[-1], example)
+                tracking.log_keras_model(tracker, seed_run.run_id, members[-1], example, metadata)
         results.append(entry)
     if progress:
         progress(total, total, "done")
@@ -263,7 +266,7 @@ def retrain(
     tracker.set_tags(record.run_id, {tags.BEST_RETRAIN_RUN_ID: seed_run.run_id, tags.MODEL_URI: model_uri})
     tracker.final_metrics(record.run_id, {f"retrain_test_{score}_mean": best.score_mean,
                                           f"retrain_test_{score}_std": best.score_std})
-    ensemble = _log_ensemble(tracker, record, trained_on, best, members, example) if seeds > 1 else None
+    ensemble = _log_ensemble(tracker, record, trained_on, best, members, example, metadata) if seeds > 1 else None
     _describe(record, results, text, model_uri, register, ensemble)
     return RetrainResult(
         search=record.name, parent_run_id=record.run_id, tracking_uri=uri, metric=metric, best=best,
@@ -287,7 +290,7 @@ def served(model: Any, config: Any, trained_on: Any) -> Any:
 
 
 def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, trained_on: Any, entry: ConfigRetrain,
-                  members: list[Any], example: Any) -> EnsembleRun:
+                  members: list[Any], example: Any, metadata: dict[str, Any]) -> EnsembleRun:
     """The deep ensemble of the best config's seeds: one Keras model averaging their outputs (probabilities;
     a regressor's mean and, with gaussian_nll, log variance), scored on the test split and logged (Keras
     flavor) on its own run, ``search.rank=ensemble``."""
@@ -306,7 +309,7 @@ def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, trai
     )
     with tracker.closing(run_id):
         tracker.final_metrics(run_id, {f"{tags.TEST_PREFIX}{k}": v for k, v in scores.items()})
-        model_uri = tracking.log_keras_model(tracker, run_id, model, example)
+        model_uri = tracking.log_keras_model(tracker, run_id, model, example, metadata)
     tracker.end_run(run_id, "FINISHED")
     tracker.set_tags(record.run_id, {tags.ENSEMBLE_RUN_ID: run_id})
     tracker.final_metrics(record.run_id, {f"retrain_ensemble_test_{entry.score}": scores[entry.score]})

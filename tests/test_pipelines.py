@@ -67,6 +67,7 @@ def test_retrain_reads_the_best_trial_and_repeats_it_with_seeds(store: dict[str,
     probs = model.predict(load_dataset("digits").test.x[:7], verbose=0)
     assert probs.shape == (7, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert mlflow.keras.load_model("models:/pipe-model/1") is not None
+    assert mlflow.models.get_model_info(out["model_uri"]).metadata == {"classes": [str(d) for d in range(10)]}
     store["retrain"] = out
 
 

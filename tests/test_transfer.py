@@ -114,6 +114,11 @@ def test_transfer_from_an_earlier_search_through_the_cli(search_store: dict[str,
     assert retrained.exit_code == 0, retrained.output
     (seed_run,) = record.children("retrain")
     assert seed_run.data.tags["search.transfer_from"] == source_uri and seed_run.info.status == "FINISHED"
+    # Column 0 of the pair's model is digit 8, column 1 digit 9: said in the logged model's MLmodel file.
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.models.get_model_info(f"runs:/{seed_run.info.run_id}/model").metadata == {"classes": ["8", "9"]}
     refused = CliRunner().invoke(cli, ["launch", "--space", str(tmp_path / "base.yaml"), "--transfer-from",
                                        search_store["parent"], "--name", "none", *where])
     assert refused.exit_code == 2 and "never sets reuse_layers above 0" in refused.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ from search.tracking.writer import Tracker
 PIP_REQUIREMENTS = ["tensorflow>=2.21,<2.22", "keras>=3.15,<4"]
 
 
-def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any) -> str:
+def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any,
+                    metadata: Mapping[str, Any] | None = None) -> str:
     """Log ``model``, without its optimizer and loss (``search.model.inference_copy``), with MLflow's Keras
     flavor (signature and input example) on ``run_id``; tag the run with its model URI (``register_model``
-    registers it).
+    registers it). ``metadata`` goes into its MLmodel file (``mlflow.models.get_model_info(uri).metadata``).
 
     ``mlflow.keras.log_model`` with an input example fails in MLflow 3.17 (it writes the example
     before creating the model folder), so the flavor is saved with ``save_model`` into a folder
@@ -34,7 +36,8 @@ def log_keras_model(tracker: Tracker, run_id: str, model: Any, example: Any) -> 
     with scratch.folder("model-") as folder:
         path = os.path.join(folder, tags.MODEL_FOLDER)
         os.makedirs(path)
-        mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS)
+        mlflow.keras.save_model(model, path, signature=signature, input_example=example, pip_requirements=PIP_REQUIREMENTS,
+                                metadata=dict(metadata) if metadata else None)
         tracker._retry(lambda: tracker.mlflow.log_artifacts(run_id, path, tags.MODEL_FOLDER), "the model")
     model_uri = f"runs:/{run_id}/{tags.MODEL_FOLDER}"
     tracker.set_tags(run_id, {tags.MODEL_URI: model_uri})
