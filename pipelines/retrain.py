@@ -281,12 +281,11 @@ def served(model: Any, config: Any, trained_on: Any) -> Any:
     give it the data as the dataset holds it."""
     from search.model import inference_copy, with_input_standardization
 
-    copy = inference_copy(model)
     if not TrialConfig.of(config).standardize:
-        return copy
+        return inference_copy(model)
     from search.data import standardization
 
-    return with_input_standardization(copy, *standardization(trained_on.train))
+    return with_input_standardization(model, *standardization(trained_on.train))  # itself an uncompiled copy
 
 
 def _log_ensemble(tracker: tracking.Tracker, record: tracking.SearchRecord, trained_on: Any, entry: ConfigRetrain,

@@ -156,11 +156,11 @@ print(json.dumps({"search_imported": any(m == "search" or m.startswith("search."
 """
 
 
-@pytest.mark.slow  # two models logged to a real store, loaded in a fresh Python
+@pytest.mark.slow  # three models logged to a real store, loaded in a fresh Python
 def test_a_logged_model_loads_and_predicts_where_this_project_is_not_imported(tmp_path: Path) -> None:
     """A 1cycle classifier, a gaussian_nll regressor (the project's own schedule, loss and metrics) and a deep
-    ensemble of two 1cycle members load with mlflow.keras and as a pyfunc (what `mlflow models serve` runs) in a process that never imports `search`,
-    and predict what the trained models predict."""
+    ensemble of two 1cycle members load with mlflow.keras and as a pyfunc (what `mlflow models serve` runs) in a
+    process that never imports `search`, and predict what the trained models predict."""
     import os
     import subprocess
     import sys
@@ -172,13 +172,12 @@ def test_a_logged_model_loads_and_predicts_where_this_project_is_not_imported(tm
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 6)).astype(np.float32)
-    classifier = build_model({"n_hidden": 1, "n_neurons": 8, "optimizer": "nesterov", "lr_schedule": "one_cycle",
-                              "schedule_max_lr": 0.05, "epochs": 2}, (6,), 3, steps_per_epoch=2, seed=0)
+    one_cycle = {"n_hidden": 1, "n_neurons": 8, "optimizer": "nesterov", "lr_schedule": "one_cycle",
+                 "schedule_max_lr": 0.05, "epochs": 2}
     labels = rng.integers(0, 3, size=48)
-    classifier.fit(x, labels, batch_size=24, epochs=2, verbose=0)
-    other = build_model({"n_hidden": 1, "n_neurons": 8, "optimizer": "nesterov", "lr_schedule": "one_cycle",
-                         "schedule_max_lr": 0.05, "epochs": 2}, (6,), 3, steps_per_epoch=2, seed=1)
-    other.fit(x, labels, batch_size=24, epochs=2, verbose=0)
+    classifier, other = (build_model(one_cycle, (6,), 3, steps_per_epoch=2, seed=s) for s in (0, 1))
+    for member in (classifier, other):
+        member.fit(x, labels, batch_size=24, epochs=2, verbose=0)
     regressor = build_model({"n_hidden": 1, "n_neurons": 8, "loss": "gaussian_nll"}, (6,),
                             Output("regression", 0, 10.0, 2.0), seed=0)
     regressor.fit(x, rng.normal(10, 2, size=48).astype(np.float32), batch_size=24, epochs=2, verbose=0)
